@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from synthgrad.environments import datasets
 from synthgrad.environments.datasets import DatasetUnavailable, ImageSet, load_dataset, read_idx
 
