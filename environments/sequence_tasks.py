@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare by identity
 class Episode:
     """One sequence of a task: ``inputs [L, C]``, ``targets [L, W']``, ``mask [L]``, float32."""
 
