@@ -1,0 +1,329 @@
+"""One agent's step logic as a transport-free state machine.
+
+`AgentCore` takes decoded messages in and leaves messages to send in its `outbox`; it knows
+nothing of sockets.  The process runtime (`runtime.py`) feeds it from ZeroMQ and the
+single-process runner (`local.py`) from a queue, so one implementation of DNI serves both,
+and the single-process baselines measure exactly the same arithmetic.
+
+A training step of a module agent (DESIGN.md section 4): join the step's inputs, forward,
+send the outputs downstream at once (the next agent starts while this one finishes), then
+take gradients for the outputs: a synthetic gradient from the link's SG model (`dni`), or
+park the step until the true gradient arrives (`backprop`, or an SG hosted by the receiver).
+With every output's gradient in hand: backward, optimiser step, and the input gradient goes
+upstream as that link's gradient target.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..protocol.kinds import Kind
+from ..protocol.message import Message
+from .base import Agent, Source
+from .interfaces import ReceiverInterface, SenderInterface
+from .torchwire import to_array, to_tensor
+
+CONTROL = "@control"  # outbox destination meaning "the orchestrator"
+FORWARD, BACKWARD = "fwd", "bwd"  # the two data planes every agent binds
+
+Outgoing = tuple[str, str, Message]
+
+
+def make_optimizer(params, run: dict, lr: float | None) -> torch.optim.Optimizer:
+    """The optimiser a run's settings name (`run.optimizer`, `run.lr` or the agent's `lr`)."""
+    rate = lr or run["lr"]
+    if run["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=rate)
+    return torch.optim.Adam(params, lr=rate)
+
+
+@dataclass
+class _Parked:
+    """A training step waiting for the true gradient of one or more outputs."""
+
+    inputs: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+    context: dict[str, torch.Tensor]
+    loss: torch.Tensor | None
+    grads: dict[str, torch.Tensor]
+    waiting: set[int]
+
+
+@dataclass
+class _Running:
+    """Sums reported and reset at each metrics flush."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def take(self) -> dict[str, float]:
+        out = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        self.sums, self.counts = {}, {}
+        return out
+
+
+class AgentCore:
+    """Runs one agent (module kind or source) from its spec; see the module docstring."""
+
+    def __init__(self, agent: Agent | Source, spec: dict[str, Any]) -> None:
+        self.agent = agent
+        self.spec = spec
+        self.name = spec["name"]
+        self.run = spec["run"]
+        self.outbox: list[Outgoing] = []
+        self.steps = 0  # training steps this agent has completed
+        self.rejected = 0  # messages that matched no link or step (counted, never fatal)
+        self.running = _Running()
+        self.finished = False
+        self.in_links = {link["dst_port"]: link for link in spec["in_links"]}
+        self.out_links = spec["out_links"]
+        self._out_by_key = {(link["dst"], link["src_port"]): link for link in self.out_links}
+        torch.manual_seed(spec["seed"])
+        self._rng = random.Random(spec["seed"])
+        if isinstance(agent, Source):
+            self._init_source(agent)
+        else:
+            self._init_module(agent)
+
+    # ----------------------------------------------------------------- set-up
+    def _init_source(self, source: Source) -> None:
+        self.is_source = True
+        batch = self.run["batch_size"]
+        source.open(batch, self.run["seed"])
+        self.budget = self.run["steps"] or self.run["epochs"] * source.steps_per_epoch(batch)
+        self._plan = self._source_plan()
+        self._next_step = 0
+
+    def _init_module(self, agent: Agent) -> None:
+        self.is_source = False
+        in_shapes = {port: tuple(shape) for port, shape in self.spec["in_shapes"].items()}
+        module, out_shapes = agent.build(in_shapes)
+        agent.module = module
+        module.train()
+        lr = agent.params.get("lr")
+        self.optimizer = make_optimizer(module.parameters(), self.run, lr)
+        classes = self.spec["num_classes"]
+        rate = lr or self.run["lr"]
+        self.senders = {
+            link["index"]: SenderInterface(link, tuple(out_shapes[link["src_port"]]), classes, rate)
+            for link in self.out_links
+            if not link["context"]
+        }
+        self.receivers = {
+            link["index"]: ReceiverInterface(link, in_shapes[link["dst_port"]], classes, rate)
+            for link in self.in_links.values()
+            if not link["context"]
+        }
+        self.required = set(self.in_links) | set(self.spec.get("context_ports", []))
+        self.pending: dict[int, dict[str, tuple[np.ndarray, dict]]] = {}
+        self.parked: dict[int, _Parked] = {}
+        self.eval_sums: dict[str, float] = {}
+        self.p_update = float(agent.params.get("p_update", 1.0) or 1.0)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the agent may take its next forward input (False while a step is locked)."""
+        return self.is_source or not self.parked
+
+    def _emit(self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None) -> None:
+        msg = Message(kind=kind, src=self.name, port=port, step=step, tensors=tensors, meta=meta or {})
+        self.outbox.append((dest, plane, msg))
+
+    def report(self, kind: Kind, meta: dict) -> None:
+        """Queue a control message (metrics, error) for the orchestrator."""
+        self.outbox.append((CONTROL, "", Message(kind=kind, src=self.name, step=self.steps, meta=meta)))
+
+    # ----------------------------------------------------------------- source
+    def _source_plan(self):
+        every = self.run["eval_every"]
+        rounds = 0
+        for done in range(1, self.budget + 1):
+            yield "train", {}
+            final = done == self.budget
+            if final or (every and done % every == 0):
+                batches = list(self.agent.eval_batches(self.run["eval_batch_size"]))
+                for i, _ in enumerate(batches):
+                    meta = {"eval": rounds, "last": i == len(batches) - 1, "final": final, "train_steps": done}
+                    yield batches[i], meta
+                rounds += 1
+
+    def produce(self) -> bool:
+        """Sources: emit the next batch; False once the budget (and final evaluation) is done."""
+        item = next(self._plan, None)
+        if item is None:
+            self.finished = True
+            return False
+        batch, meta = item
+        if batch == "train":
+            batch = self.agent.train_batch()
+            self.steps += 1
+        step = self._next_step
+        self._next_step += 1
+        for link in self.out_links:
+            kind = Kind.CTX if link["context"] else Kind.ACT
+            self._emit(link["dst"], FORWARD, kind, link["dst_port"], step, {"x": batch[link["src_port"]]}, meta)
+        return True
+
+    # ----------------------------------------------------------------- forward
+    def on_forward(self, msg: Message) -> None:
+        """An activation or context for one of this agent's input ports."""
+        if msg.port not in self.required or "x" not in msg.tensors:
+            self.rejected += 1
+            return
+        inputs = self.pending.setdefault(msg.step, {})
+        inputs[msg.port] = (msg.tensors["x"], msg.meta)
+        if len(inputs) == len(self.required):
+            del self.pending[msg.step]
+            self._run_step(msg.step, inputs)
+
+    def _run_step(self, step: int, inputs: dict[str, tuple[np.ndarray, dict]]) -> None:
+        meta = next(iter(inputs.values()))[1]
+        context = {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p]["context"]}
+        if "eval" in meta:
+            self._eval_step(step, inputs, context, meta)
+            return
+        xs: dict[str, torch.Tensor] = {}
+        for port, link in self.in_links.items():
+            if link["context"]:
+                continue
+            x = to_tensor(inputs[port][0])
+            if link["mode"] != "none" and not link["from_source"]:
+                x.requires_grad_(True)
+            xs[port] = x
+        labels = context.get("labels")
+        for index, receiver in self.receivers.items():
+            if receiver.hosted is not None:
+                link = receiver.link
+                grad = receiver.answer(xs[link["dst_port"]].detach(), labels)
+                self._emit(link["src"], BACKWARD, Kind.SYNTH_GRAD, link["src_port"], step, {"g": to_array(grad)})
+        outputs = self.agent.forward(xs)
+        for link in self.out_links:
+            self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
+        loss = None
+        if self.agent.terminal:
+            loss, batch_metrics = self.agent.loss(outputs, context)
+            self.running.add("loss", loss.item())
+            for key, value in batch_metrics.items():
+                self.running.add(f"train_{key}", value)
+        grads: dict[str, torch.Tensor] = {}
+        waiting: set[int] = set()
+        for index, sender in self.senders.items():
+            port = sender.link["src_port"]
+            if sender.waits:
+                waiting.add(index)
+            elif sender.hosted is not None:
+                g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+                grads[port] = grads[port] + g if port in grads else g
+        if waiting:
+            self.parked[step] = _Parked(xs, outputs, context, loss, grads, waiting)
+        else:
+            self._update(step, xs, outputs, context, loss, grads)
+
+    def _update(self, step, xs, outputs, context, loss, grads) -> None:
+        roots, root_grads = [], []
+        if loss is not None:
+            roots.append(loss)
+            root_grads.append(torch.ones_like(loss))
+        for port, g in grads.items():
+            if outputs[port].requires_grad:
+                roots.append(outputs[port])
+                root_grads.append(g.to(outputs[port].dtype))
+        if roots:
+            torch.autograd.backward(roots, root_grads)
+            # Sparse updates (paper): after its forward, a layer updates only with probability p.
+            if self.p_update >= 1.0 or self._rng.random() < self.p_update:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        labels = context.get("labels")
+        for port, x in xs.items():
+            link = self.in_links[port]
+            receiver = self.receivers[link["index"]]
+            grad = x.grad if x.grad is not None else torch.zeros_like(x)
+            if receiver.returns_gradient and not link["from_source"]:
+                self._emit(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
+            elif receiver.hosted is not None:
+                receiver.hosted.learn(x.detach(), labels, grad)
+        self.steps += 1
+
+    def _eval_step(self, step, inputs, context, meta) -> None:
+        xs = {p: to_tensor(inputs[p][0]) for p, link in self.in_links.items() if not link["context"]}
+        module = self.agent.module
+        module.eval()
+        with torch.no_grad():
+            outputs = self.agent.forward(xs)
+            if self.agent.terminal:
+                for key, value in self.agent.evaluate(outputs, context).items():
+                    self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
+        module.train()
+        for link in self.out_links:
+            self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])}, meta)
+        if self.agent.terminal and meta.get("last"):
+            from .layers import evaluation_summary
+
+            summary = evaluation_summary(self.eval_sums)
+            self.eval_sums = {}
+            self.report(Kind.METRICS, {"eval": meta["eval"], "final": meta["final"], "train_steps": meta["train_steps"], **summary})
+            if meta["final"]:
+                self.finished = True
+
+    # ----------------------------------------------------------------- backward
+    def on_backward(self, msg: Message) -> None:
+        """A gradient target (GRAD) or a receiver's synthetic gradient (SYNTH_GRAD)."""
+        link = self._out_by_key.get((msg.src, msg.port))
+        if link is None or "g" not in msg.tensors or link["index"] not in self.senders:
+            self.rejected += 1
+            return
+        sender = self.senders[link["index"]]
+        g = to_tensor(msg.tensors["g"])
+        if msg.kind == Kind.GRAD and sender.hosted is not None:
+            if not sender.on_target(msg.step, g):
+                self.rejected += 1
+            return
+        parked = self.parked.get(msg.step)
+        if parked is None or link["index"] not in parked.waiting:
+            self.rejected += 1
+            return
+        port = link["src_port"]
+        parked.grads[port] = parked.grads[port] + g if port in parked.grads else g
+        parked.waiting.discard(link["index"])
+        if not parked.waiting:
+            del self.parked[msg.step]
+            self._update(msg.step, parked.inputs, parked.outputs, parked.context, parked.loss, parked.grads)
+
+    # ----------------------------------------------------------------- reporting
+    def take_metrics(self) -> dict[str, float]:
+        """Means since the last call (task loss, SG loss per link) and counters."""
+        out: dict[str, float] = {"steps": self.steps, "rejected": self.rejected}
+        out.update(self.running.take())
+        if not self.is_source:
+            for iface in (*self.senders.values(), *self.receivers.values()):
+                if iface.hosted is not None:
+                    loss = iface.hosted.take_loss()
+                    if loss is not None:
+                        out[f"sg_loss.{iface.link['src']}->{iface.link['dst']}"] = loss
+        return out
+
+    def state_dict(self) -> dict:
+        """The agent's module and optimiser state, and its SG models, for checkpoints."""
+        if self.is_source:
+            return {"steps": self.steps}
+        sgs = {
+            str(i): iface.hosted.state()
+            for i, iface in (*self.senders.items(), *self.receivers.items())
+            if iface.hosted is not None
+        }
+        return {
+            "module": self.agent.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sg": sgs,
+            "steps": self.steps,
+        }

@@ -1,0 +1,184 @@
+"""Decoupled neural interfaces: the DNI machinery that sits on each end of a link.
+
+A `SenderInterface` lives with the agent that produces a link's activation; a
+`ReceiverInterface` with the agent that consumes it.  Which of them hosts the
+synthetic-gradient (SG) model is a link option (`sg.host`): by default the sender hosts it
+and never waits; a receiver-hosted model answers each activation at once with a
+synthetic-gradient message and learns from the receiver's own input gradient.
+Synthetic-input models (mode `unlocked`) belong on the receiver side too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shape = tuple[int, ...]
+
+
+class SyntheticGradientModel(nn.Module):
+    """Predicts dL/dh from h (and, for cDNI, a one-hot context); the last layer starts at zero.
+
+    Zero-initialising the output layer makes early synthetic gradients exactly zero, so an
+    untrained SG model cannot push its sender anywhere (the paper's initialisation).
+    """
+
+    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0) -> None:
+        super().__init__()
+        self.h_shape = tuple(h_shape)
+        self.context_classes = context_classes
+        width = math.prod(self.h_shape)
+        layers: list[nn.Module] = []
+        fan_in = width + context_classes
+        for size in hidden:
+            layers += [nn.Linear(fan_in, size), nn.ReLU()]
+            fan_in = size
+        out = nn.Linear(fan_in, width)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        flat = h.reshape(h.shape[0], -1)
+        if self.context_classes:
+            if context is None:
+                raise ValueError("this SG model is conditioned (cDNI) and needs its context")
+            flat = torch.cat([flat, F.one_hot(context.long(), self.context_classes).to(flat.dtype)], 1)
+        return self.net(flat).reshape(h.shape)
+
+
+def build_sg_model(sg: dict, h_shape: Shape, context_classes: int) -> SyntheticGradientModel:
+    """The SG model a link's `sg` options describe (`model`, `hidden`, `context`)."""
+    hidden = list(sg.get("hidden", [])) if sg.get("model") == "mlp" else []
+    classes = context_classes if sg.get("context") else 0
+    return SyntheticGradientModel(h_shape, hidden, classes)
+
+
+class StepCache:
+    """A bounded map from step to what a later message for that step will need.
+
+    Bounded because a gradient target may never come (the run stops, a peer drops a
+    message); the oldest entries go first and are counted so the loss is visible.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[int, tuple] = OrderedDict()
+        self.evicted = 0
+
+    def put(self, step: int, value: tuple) -> None:
+        self.entries[step] = value
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+            self.evicted += 1
+
+    def pop(self, step: int) -> tuple | None:
+        return self.entries.pop(step, None)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class _HostedSG:
+    """An SG model with its optimiser, its regression step and its running loss."""
+
+    def __init__(self, sg: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
+        self.model = build_sg_model(sg, h_shape, context_classes)
+        self.scale = float(sg.get("scale", 1.0))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=sg.get("lr") or lr)
+        self.loss_sum = 0.0
+        self.loss_count = 0
+
+    def predict(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(h, context) * self.scale
+
+    def learn(self, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor) -> None:
+        # Regress onto the gradient target: L2, as in the paper.  The target is itself
+        # bootstrapped (computed downstream with that agent's own synthetic gradient).
+        loss = F.mse_loss(self.model(h, context), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.item()
+        self.loss_count += 1
+
+    def take_loss(self) -> float | None:
+        if not self.loss_count:
+            return None
+        mean = self.loss_sum / self.loss_count
+        self.loss_sum, self.loss_count = 0.0, 0
+        return mean
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+
+class SenderInterface:
+    """The sender's end of a link: decides whether it waits, and hosts its SG model in `dni`."""
+
+    def __init__(self, link: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
+        self.link = link
+        self.mode = link["mode"]
+        self.hosted: _HostedSG | None = None
+        self.cache: StepCache | None = None
+        sg = link["sg"]
+        if self.mode in ("dni", "unlocked") and sg["host"] == "sender":
+            self.hosted = _HostedSG(sg, h_shape, context_classes, lr)
+            self.cache = StepCache(sg["cache"])
+        self.needs_context = bool(self.hosted and sg.get("context"))
+
+    @property
+    def waits(self) -> bool:
+        """True when the sender must wait for a gradient message before it can update."""
+        return self.mode == "backprop" or (self.mode in ("dni", "unlocked") and self.hosted is None)
+
+    @property
+    def expects_target(self) -> bool:
+        """True when the receiver sends gradient targets back on this link."""
+        return self.mode == "backprop" or self.hosted is not None
+
+    def synthetic_gradient(
+        self, step: int, h: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Predict the gradient for `h` now, and remember `h` until its target arrives."""
+        assert self.hosted is not None and self.cache is not None
+        self.cache.put(step, (h, context))
+        return self.hosted.predict(h, context)
+
+    def on_target(self, step: int, target: torch.Tensor) -> bool:
+        """Train the SG model on a late gradient target; False when the step was forgotten."""
+        assert self.hosted is not None and self.cache is not None
+        entry = self.cache.pop(step)
+        if entry is None:
+            return False
+        h, context = entry
+        self.hosted.learn(h, context, target)
+        return True
+
+
+class ReceiverInterface:
+    """The receiver's end of a link: sends gradients back, or answers with a hosted SG model."""
+
+    def __init__(self, link: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
+        self.link = link
+        self.mode = link["mode"]
+        self.hosted: _HostedSG | None = None
+        sg = link["sg"]
+        if self.mode in ("dni", "unlocked") and sg["host"] == "receiver":
+            self.hosted = _HostedSG(sg, h_shape, context_classes, lr)
+        self.needs_context = bool(self.hosted and sg.get("context"))
+
+    @property
+    def returns_gradient(self) -> bool:
+        """True when this end sends its input gradient back as a gradient target."""
+        return self.mode in ("backprop", "dni", "unlocked") and self.hosted is None
+
+    def answer(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """The synthetic gradient sent back the moment an activation arrives."""
+        assert self.hosted is not None
+        return self.hosted.predict(h, context)

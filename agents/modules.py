@@ -1,0 +1,84 @@
+"""Torch modules of the built-in agent kinds, built from a topology's plain parameters.
+
+`build_module(kind, params, in_shape)` is the one place that turns an agent's parameters into
+its module; the runtime, `synthgrad compose` and the fabric cost model all call it, so the
+module that trains is the module that is composed and costed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+Shape = tuple[int, ...]
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}
+
+
+def _activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+def _dense(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    width = int(params["width"])
+    layers: list[nn.Module] = []
+    if len(in_shape) > 1:
+        layers.append(nn.Flatten())
+    # An activation on the way *in* lets the module boundary sit at the pre-activation, where a
+    # synthetic gradient is easier to predict (see paper.md, plain-DNI sweep).
+    if params.get("input_activation", "none") != "none":
+        layers.append(_activation(params["input_activation"]))
+    layers.append(nn.Linear(math.prod(in_shape), width))
+    if params.get("batch_norm", True):
+        layers.append(nn.BatchNorm1d(width))
+    layers.append(_activation(params.get("activation", "relu")))
+    return nn.Sequential(*layers), (width,)
+
+
+def _conv(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    if len(in_shape) != 3:
+        raise ValueError(f"conv needs a (channels, height, width) input, got {in_shape}")
+    channels, height, width = in_shape
+    out_ch = int(params["channels"])
+    k = int(params.get("kernel", 5))
+    pool = int(params.get("pool", 2))
+    layers: list[nn.Module] = [nn.Conv2d(channels, out_ch, k, padding=k // 2)]
+    if params.get("batch_norm", True):
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(_activation(params.get("activation", "relu")))
+    if pool > 1:
+        layers.append(nn.MaxPool2d(pool))
+        height, width = height // pool, width // pool
+    return nn.Sequential(*layers), (out_ch, height, width)
+
+
+def _head(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    classes = int(params["classes"])
+    layers: list[nn.Module] = []
+    if len(in_shape) > 1:
+        layers.append(nn.Flatten())
+    if params.get("input_activation", "none") != "none":
+        layers.append(_activation(params["input_activation"]))
+    layers.append(nn.Linear(math.prod(in_shape), classes))
+    return nn.Sequential(*layers), (classes,)
+
+
+BUILDERS = {"dense": _dense, "conv": _conv, "head": _head}
+
+
+def build_module(kind: str, params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    """Build the module of a built-in kind; returns it and its output shape (no batch dim).
+
+    Raises:
+        ValueError: for an unknown kind or parameters that do not fit the input shape.
+    """
+    try:
+        builder = BUILDERS[kind]
+    except KeyError:
+        raise ValueError(f"no module builder for kind {kind!r}; known: {sorted(BUILDERS)}") from None
+    return builder(params, tuple(int(d) for d in in_shape))

@@ -1,0 +1,278 @@
+"""Topology files: TOML in, a validated `Topology` out, with errors that name the key path.
+
+A topology has a `[run]` table, agents as `[agents.NAME]` tables, links as `[[links]]`, and an
+optional `[link_defaults]` table merged under every link.  `--set a.b=value` overrides are
+applied to the raw document before validation, so an override is checked like the file.
+This module needs no torch: the CLI validates structure before any heavy import.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LINK_MODES = ("backprop", "dni", "unlocked", "none")
+SG_HOSTS = ("sender", "receiver")
+SG_MODELS = ("linear", "mlp", "conv")
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "name": None,  # the file's stem when absent
+    "steps": None,
+    "epochs": None,
+    "batch_size": 256,
+    "eval_every": 0,  # steps between evaluations on the test set; 0 = only at the end
+    "eval_batch_size": 1000,
+    "seed": 0,
+    "optimizer": "adam",
+    "lr": 3e-4,
+    "hwm": 4,  # messages a data socket buffers before its sender must wait (back-pressure)
+    "register_timeout_s": 60.0,
+    "metrics_every_s": 1.0,
+    "runs_dir": "runs",
+}
+SG_DEFAULTS: dict[str, Any] = {
+    "model": "linear",
+    "hidden": [],
+    "lr": None,  # the sender's own lr when absent
+    "scale": 1.0,
+    "context": False,  # condition on the labels (cDNI)
+    "host": "sender",
+    "cache": 64,  # steps of (activation, context) kept waiting for their gradient target
+}
+LINK_DEFAULTS: dict[str, Any] = {"mode": "backprop", "sg": SG_DEFAULTS}
+
+
+class ConfigError(ValueError):
+    """A topology that cannot run; `key` is the dotted path of the offending entry."""
+
+    def __init__(self, key: str, message: str, source: str = "") -> None:
+        self.key, self.source, self.message = key, source, message
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {message}" if key else f"{where}{message}")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent of a topology: its name, registered kind, parameters and tick rate."""
+
+    name: str
+    kind: str
+    params: dict
+    tick_every: int = 1
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A directed edge from `src.src_port` to `dst.dst_port` with a mode and its options."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+    mode: str
+    sg: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    index: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"links.{self.index}"
+
+    @property
+    def carries_gradient(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclass
+class Topology:
+    """A validated topology: run settings, agents by name, links in file order."""
+
+    run: dict
+    agents: dict[str, AgentSpec]
+    links: list[LinkSpec]
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    def links_from(self, name: str) -> list[LinkSpec]:
+        return [link for link in self.links if link.src == name]
+
+    def links_to(self, name: str) -> list[LinkSpec]:
+        return [link for link in self.links if link.dst == name]
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's value as a TOML value (numbers, booleans, arrays), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(doc: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; list entries are addressed by index."""
+    path, sep, value = assignment.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError("--set", f"{assignment!r} is not KEY=VALUE (e.g. --set run.steps=100)")
+    keys = path.strip().split(".")
+    node: Any = doc
+    for depth, key in enumerate(keys[:-1]):
+        node = _child(node, key, ".".join(keys[: depth + 1]), create=True)
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_index(node, last, path)] = parse_value(value.strip())
+    else:
+        node[last] = parse_value(value.strip())
+
+
+def _child(node: Any, key: str, where: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, where)]
+    if not isinstance(node, dict):
+        raise ConfigError(where, "is not a table, so it has no keys to set")
+    if key not in node and create:
+        node[key] = {}
+    return node[key]
+
+
+def _index(node: list, key: str, where: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(where, f"index must be 0..{len(node) - 1}")
+    return int(key)
+
+
+def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Topology:
+    """Read, override and validate a topology file.
+
+    Raises:
+        ConfigError: naming the file and the key path of the first problem found.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("", f"no such topology file: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("", f"not valid TOML: {err}", str(path)) from None
+    try:
+        for assignment in overrides:
+            apply_override(doc, assignment)
+        return validate(doc, default_name=path.stem)
+    except ConfigError as err:
+        raise ConfigError(err.key, err.message, str(path)) from None
+
+
+def _merge(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(defaults)}")
+    out = copy.deepcopy(defaults)
+    out.update(given)
+    return out
+
+
+def _expect(value: Any, types: type | tuple, where: str, what: str) -> Any:
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ConfigError(where, f"must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise ConfigError(where, f"must be {what}, got {value!r}")
+    return value
+
+
+def _validate_run(given: Any) -> dict:
+    run = _merge(RUN_DEFAULTS, _expect(given, dict, "run", "a table"), "run")
+    if (run["steps"] is None) == (run["epochs"] is None):
+        raise ConfigError("run.steps", "give exactly one of run.steps or run.epochs")
+    for key in ("steps", "epochs", "batch_size", "eval_batch_size", "hwm"):
+        if run[key] is not None and _expect(run[key], int, f"run.{key}", "an integer") < 1:
+            raise ConfigError(f"run.{key}", f"must be at least 1, got {run[key]}")
+    if _expect(run["eval_every"], int, "run.eval_every", "an integer") < 0:
+        raise ConfigError("run.eval_every", "must be 0 (only at the end) or a number of steps")
+    _expect(run["seed"], int, "run.seed", "an integer")
+    if _expect(run["lr"], (int, float), "run.lr", "a number") <= 0:
+        raise ConfigError("run.lr", "must be positive")
+    if run["optimizer"] not in ("adam", "sgd"):
+        raise ConfigError("run.optimizer", "must be 'adam' or 'sgd'")
+    return run
+
+
+def _validate_sg(given: Any, where: str) -> dict:
+    sg = _merge(SG_DEFAULTS, _expect(given, dict, where, "a table"), where)
+    if sg["model"] not in SG_MODELS:
+        raise ConfigError(f"{where}.model", f"must be one of {list(SG_MODELS)}")
+    if sg["host"] not in SG_HOSTS:
+        raise ConfigError(f"{where}.host", f"must be one of {list(SG_HOSTS)}")
+    hidden = _expect(sg["hidden"], list, f"{where}.hidden", "a list of layer widths")
+    if any(not isinstance(h, int) or h < 1 for h in hidden):
+        raise ConfigError(f"{where}.hidden", "every width must be a positive integer")
+    if sg["model"] == "linear" and hidden:
+        raise ConfigError(f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp'")
+    _expect(sg["scale"], (int, float), f"{where}.scale", "a number")
+    _expect(sg["context"], bool, f"{where}.context", "true or false")
+    if _expect(sg["cache"], int, f"{where}.cache", "an integer") < 1:
+        raise ConfigError(f"{where}.cache", "must be at least 1")
+    return sg
+
+
+def _endpoint(text: Any, where: str) -> tuple[str, str]:
+    _expect(text, str, where, "'agent' or 'agent.port'")
+    name, _, port = text.partition(".")
+    return name, port
+
+
+def _validate_link(index: int, given: Any, defaults: dict) -> LinkSpec:
+    where = f"links.{index}"
+    _expect(given, dict, where, "a table")
+    given = dict(given)
+    for key in ("from", "to"):
+        if key not in given:
+            raise ConfigError(f"{where}.{key}", "is required")
+    src, src_port = _endpoint(given.pop("from"), f"{where}.from")
+    dst, dst_port = _endpoint(given.pop("to"), f"{where}.to")
+    sg = _validate_sg({**defaults.get("sg", {}), **given.pop("sg", {})}, f"{where}.sg")
+    mode = given.pop("mode", defaults.get("mode", LINK_DEFAULTS["mode"]))
+    if mode not in LINK_MODES:
+        raise ConfigError(f"{where}.mode", f"{mode!r} is not a link mode; choose one of {list(LINK_MODES)}")
+    options = {k: v for k, v in defaults.items() if k not in ("mode", "sg")}
+    options.update(given)
+    return LinkSpec(src, src_port, dst, dst_port, mode, sg, options, index)
+
+
+def validate(doc: dict, default_name: str = "run") -> Topology:
+    """Validate a parsed topology document (see module docstring) into a `Topology`."""
+    unknown = sorted(set(doc) - {"run", "agents", "links", "link_defaults"})
+    if unknown:
+        raise ConfigError(unknown[0], "unknown top-level table; known: run, agents, links, link_defaults")
+    run = _validate_run(doc.get("run", {}))
+    run["name"] = run["name"] or default_name
+    agents: dict[str, AgentSpec] = {}
+    for name, table in _expect(doc.get("agents", {}), dict, "agents", "a table of agents").items():
+        where = f"agents.{name}"
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(where, "agent names use letters, digits, '-' and '_' only")
+        params = dict(_expect(table, dict, where, "a table"))
+        kind = params.pop("kind", None)
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}.kind", "is required (see `synthgrad agents` for the kinds)")
+        tick = params.pop("tick_every", 1)
+        if _expect(tick, int, f"{where}.tick_every", "an integer") < 1:
+            raise ConfigError(f"{where}.tick_every", "must be at least 1 (act every T-th step)")
+        agents[name] = AgentSpec(name, kind, params, tick)
+    if not agents:
+        raise ConfigError("agents", "a topology needs at least one agent")
+    defaults = _expect(doc.get("link_defaults", {}), dict, "link_defaults", "a table")
+    if "mode" in defaults and defaults["mode"] not in LINK_MODES:
+        raise ConfigError("link_defaults.mode", f"must be one of {list(LINK_MODES)}")
+    links = [
+        _validate_link(i, table, defaults)
+        for i, table in enumerate(_expect(doc.get("links", []), list, "links", "an array of tables"))
+    ]
+    for link in links:
+        for end, name in (("from", link.src), ("to", link.dst)):
+            if name not in agents:
+                raise ConfigError(f"{link.key}.{end}", f"no agent named {name!r}; agents: {sorted(agents)}")
+        if link.src == link.dst:
+            raise ConfigError(f"{link.key}.to", "a link cannot join an agent to itself")
+    return Topology(run=run, agents=agents, links=links, raw=doc)

@@ -1,0 +1,160 @@
+"""From a validated topology to what each agent needs: kinds, ports, shapes and link specs.
+
+Planning resolves every kind, checks parameters and ports against the kind's declarations,
+propagates shapes from the source through the modules (so SG models are sized before any
+process starts), and adds the context routes cDNI needs: a link conditioned on labels makes
+the source send its labels to the agent hosting that SG model.  Each agent's spec is plain
+data (msgpack primitives), so it can travel in the welcome message.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from ..agents.base import REQUIRED, Source, missing_params
+from ..agents.registry import UnknownKind, resolve_kind
+from .config import ConfigError, LinkSpec, Topology
+
+COMMON_PARAMS = ("lr", "p_update")  # accepted by every module kind
+
+
+@dataclass
+class RunPlan:
+    """The planned run: one spec per agent, plus the names the supervisor needs."""
+
+    topology: Topology
+    specs: dict[str, dict] = field(default_factory=dict)
+    classes: dict[str, type] = field(default_factory=dict)
+    source: str = ""
+    terminals: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+
+
+def agent_seed(run_seed: int, name: str) -> int:
+    """A per-agent seed: runs with one seed are reproducible, agents differ from each other."""
+    return (run_seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
+
+
+def _resolve(topology: Topology) -> dict[str, type]:
+    classes = {}
+    for name, spec in topology.agents.items():
+        try:
+            classes[name] = resolve_kind(spec.kind)
+        except UnknownKind as err:
+            raise ConfigError(f"agents.{name}.kind", str(err)) from None
+        cls = classes[name]
+        allowed = set(cls.defaults) | (set() if issubclass(cls, Source) else set(COMMON_PARAMS))
+        unknown = sorted(set(spec.params) - allowed)
+        if unknown:
+            raise ConfigError(f"agents.{name}.{unknown[0]}", f"kind {spec.kind!r} takes no such parameter; it takes {sorted(allowed)}")
+        missing = missing_params(cls, spec.params)
+        if missing:
+            raise ConfigError(f"agents.{name}.{missing[0]}", f"kind {spec.kind!r} requires this parameter")
+    return classes
+
+
+def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool) -> dict:
+    src_cls, dst_cls = classes[link.src], classes[link.dst]
+    src_port = link.src_port or src_cls.outputs[0]
+    dst_port = link.dst_port or (dst_cls.inputs or dst_cls.context_inputs)[0]
+    if src_port not in src_cls.outputs:
+        raise ConfigError(f"{link.key}.from", f"{link.src!r} has no output port {src_port!r}; ports: {list(src_cls.outputs)}")
+    if dst_port not in (*dst_cls.inputs, *dst_cls.context_inputs) and not context:
+        ports = [*dst_cls.inputs, *dst_cls.context_inputs]
+        raise ConfigError(f"{link.key}.to", f"{link.dst!r} has no input port {dst_port!r}; ports: {ports}")
+    is_context = context or dst_port in dst_cls.context_inputs
+    from_source = issubclass(src_cls, Source)
+    return {
+        "index": link.index,
+        "src": link.src,
+        "src_port": src_port,
+        "dst": link.dst,
+        "dst_port": dst_port,
+        # No gradient crosses a context link, nor goes back into a data source.
+        "mode": "none" if is_context or from_source else link.mode,
+        "sg": link.sg,
+        "options": link.options,
+        "context": is_context,
+        "from_source": from_source,
+    }
+
+
+def _order(topology: Topology, links: list[dict]) -> list[str]:
+    indegree = {name: 0 for name in topology.agents}
+    for link in links:
+        indegree[link["dst"]] += 1
+    ready = [name for name, d in indegree.items() if d == 0]
+    order = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for link in links:
+            if link["src"] == name:
+                indegree[link["dst"]] -= 1
+                if indegree[link["dst"]] == 0:
+                    ready.append(link["dst"])
+    if len(order) != len(topology.agents):
+        stuck = sorted(set(topology.agents) - set(order))
+        raise ConfigError("links", f"the links form a cycle through {stuck}; recurrence belongs inside an agent")
+    return order
+
+
+def plan_run(topology: Topology) -> RunPlan:
+    """Plan a run; raises `ConfigError` naming the key of the first problem."""
+    classes = _resolve(topology)
+    sources = [n for n, c in classes.items() if issubclass(c, Source)]
+    if len(sources) != 1:
+        raise ConfigError("agents", f"a topology needs exactly one data source, found {sources or 'none'}")
+    source = sources[0]
+    instances = {n: classes[n](n, topology.agents[n].params) for n in topology.agents}
+    links = [_link_dict(link, classes, False) for link in topology.links]
+    seen_inputs: dict[tuple[str, str], str] = {}
+    for link in links:
+        key = (link["dst"], link["dst_port"])
+        if key in seen_inputs:
+            raise ConfigError(f"links.{link['index']}.to", f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}")
+        seen_inputs[key] = f"links.{link['index']}"
+    # cDNI: whoever hosts a label-conditioned SG model needs the labels as context.
+    label_port = classes[source].label_port
+    for link in list(links):
+        if link["mode"] in ("dni", "unlocked") and link["sg"]["context"]:
+            host = link["src"] if link["sg"]["host"] == "sender" else link["dst"]
+            if (host, "labels") not in seen_inputs:
+                implicit = LinkSpec(source, label_port, host, "labels", "none", link["sg"], {}, len(links))
+                links.append(_link_dict(implicit, classes, True))
+                seen_inputs[(host, "labels")] = f"labels for {link['src']}->{link['dst']}"
+    order = _order(topology, links)
+    plan = RunPlan(topology=topology, classes=classes, source=source, order=order)
+    out_shapes: dict[str, dict] = {source: instances[source].output_shapes()}
+    num_classes = instances[source].num_classes
+    for name in order:
+        spec = topology.agents[name]
+        in_links = [link for link in links if link["dst"] == name]
+        in_shapes = {link["dst_port"]: list(out_shapes[link["src"]][link["src_port"]]) for link in in_links}
+        agent = instances[name]
+        if not issubclass(classes[name], Source):
+            for port in classes[name].inputs:
+                if port not in in_shapes:
+                    raise ConfigError("links", f"input port {name}.{port} is not fed by any link")
+            try:
+                _, shapes = agent.build({p: tuple(s) for p, s in in_shapes.items()})
+            except (ValueError, KeyError, RuntimeError) as err:
+                raise ConfigError(f"agents.{name}", f"cannot build its module: {err}") from None
+            out_shapes[name] = shapes
+            if classes[name].terminal:
+                plan.terminals.append(name)
+        plan.specs[name] = {
+            "name": name,
+            "kind": spec.kind,
+            "params": {k: v for k, v in agent.params.items() if v is not REQUIRED},
+            "tick_every": spec.tick_every,
+            "seed": agent_seed(topology.run["seed"], name),
+            "run": topology.run,
+            "num_classes": num_classes,
+            "in_shapes": in_shapes,
+            "out_shapes": {p: list(s) for p, s in out_shapes[name].items()},
+            "in_links": in_links,
+            "out_links": [link for link in links if link["src"] == name],
+        }
+    return plan
