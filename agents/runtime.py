@@ -1,0 +1,261 @@
+"""One agent process: the event loop between ZeroMQ sockets and the agent's `AgentCore`.
+
+Sockets (docs/PROTOCOL.md): the agent binds two PULL sockets, `fwd` (activations, context,
+synthetic inputs) and `bwd` (gradient targets, synthetic gradients), connects one PUSH per
+peer and plane, and a DEALER named after itself to the orchestrator's ROUTER.  The backward
+and control sockets are always drained; the forward socket is read only when the core is
+ready for its next step and everything it produced has been handed to ZeroMQ.  So a locked
+(backprop) link stops reading until its gradient arrives, high-water marks push back to the
+source, and no cycle of full queues can deadlock: gradients always have somewhere to go.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+import torch
+import zmq
+
+from ..protocol import (
+    Kind,
+    Message,
+    ProtocolError,
+    bind_pull,
+    connect_dealer,
+    connect_push,
+    new_context,
+    recv_message,
+    send_message,
+)
+from .core import BACKWARD, CONTROL, FORWARD, AgentCore
+from .registry import resolve_kind
+
+HEARTBEAT_S = 1.0
+ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit
+PR_SET_PDEATHSIG = 1
+
+
+def _isolate(log_path: str | None) -> None:
+    """Per-process set-up: one torch thread, logs to a file, die with the parent."""
+    torch.set_num_threads(1)
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    # Ctrl-C reaches the whole process group; the orchestrator alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:  # If our parent (the fork server) dies, so do we: no process outlives its run.
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+class AgentProcess:
+    """Registers with the orchestrator, builds the agent from its welcome, runs its loop."""
+
+    def __init__(self, name: str, control_endpoint: str) -> None:
+        self.name = name
+        self.zctx = new_context()
+        self.control = connect_dealer(self.zctx, control_endpoint, identity=name)
+        self.core: AgentCore | None = None
+        self.run_id = ""
+        self.stopping = False
+        self.pending: dict[zmq.Socket, deque[Message]] = {}
+        self.pushes: dict[tuple[str, str], zmq.Socket] = {}
+        self.last_heard = time.monotonic()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, *_args) -> None:
+        self.stopping = True
+
+    # ----------------------------------------------------------------- control plane
+    def _send_control(self, kind: Kind, meta: dict | None = None) -> None:
+        step = self.core.steps if self.core else 0
+        send_message(self.control, Message(kind=kind, src=self.name, run=self.run_id, step=step, meta=meta or {}))
+
+    def _await(self, kind: Kind, timeout_s: float) -> Message:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = recv_message(self.control, timeout_ms=200)
+            if msg is None:
+                continue
+            if msg.kind == Kind.STOP:
+                raise SystemExit(0)
+            if msg.kind == kind:
+                return msg
+        raise TimeoutError(f"{self.name}: no {kind.name} from the orchestrator within {timeout_s:.0f} s")
+
+    def _on_control(self, msg: Message) -> None:
+        self.last_heard = time.monotonic()
+        if msg.kind == Kind.STOP:
+            self.stopping = True
+        elif msg.kind == Kind.CHECKPOINT:
+            self._save("checkpoint.pt")
+
+    # ----------------------------------------------------------------- set-up
+    def register(self, timeout_s: float = 60.0) -> None:
+        """HELLO, wait for WELCOME, build the agent, bind and connect, report ready."""
+        self._send_control(Kind.HELLO, {"pid": os.getpid()})
+        welcome = self._await(Kind.WELCOME, timeout_s)
+        self.run_id = welcome.run
+        spec, self.endpoints = welcome.meta["spec"], welcome.meta["endpoints"]
+        self.run_dir = Path(welcome.meta["run_dir"])
+        self.hwm = spec["run"]["hwm"]
+        agent = resolve_kind(spec["kind"])(self.name, spec["params"])
+        self.core = AgentCore(agent, spec)
+        own = self.endpoints[self.name]
+        self.fwd, _ = bind_pull(self.zctx, own[FORWARD], hwm=self.hwm)
+        self.bwd, _ = bind_pull(self.zctx, own[BACKWARD], hwm=0)  # gradients are always drained
+        ready = {"state": "ready", "pid": os.getpid()}
+        if self.core.is_source:
+            ready["budget"] = self.core.budget
+        self._send_control(Kind.HEARTBEAT, ready)
+        self._await(Kind.START, timeout_s)
+
+    def _push(self, dest: str, plane: str) -> zmq.Socket:
+        sock = self.pushes.get((dest, plane))
+        if sock is None:
+            hwm = self.hwm if plane == FORWARD else 0
+            sock = connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm)
+            self.pushes[(dest, plane)] = sock
+            self.pending[sock] = deque()
+        return sock
+
+    # ----------------------------------------------------------------- the loop
+    def _queue_outbox(self) -> None:
+        for dest, plane, msg in self.core.outbox:
+            msg.run = self.run_id
+            if dest == CONTROL:
+                send_message(self.control, msg)
+            else:
+                self.pending[self._push(dest, plane)].append(msg)
+        self.core.outbox.clear()
+
+    def _flush(self) -> bool:
+        """Hand queued messages to ZeroMQ without blocking; True when nothing is left."""
+        clear = True
+        for sock, queue in self.pending.items():
+            while queue:
+                try:
+                    send_message(sock, queue[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    clear = False
+                    break
+                queue.popleft()
+        return clear
+
+    def _drain(self, sock: zmq.Socket, handle) -> None:
+        while True:
+            try:
+                msg = recv_message(sock, timeout_ms=0)
+            except ProtocolError as err:
+                self.core.rejected += 1
+                print(f"{self.name}: rejected a malformed message: {err}", file=sys.stderr, flush=True)
+                continue
+            if msg is None:
+                return
+            if msg.run != self.run_id:
+                self.core.rejected += 1
+                continue
+            handle(msg)
+            self._queue_outbox()
+
+    def loop(self) -> None:
+        """Step until STOP (or the orchestrator vanishes), reporting metrics on a timer."""
+        core = self.core
+        every = core.run["metrics_every_s"]
+        next_beat = next_metrics = time.monotonic()
+        last_steps, last_time = 0, time.monotonic()
+        while not self.stopping:
+            clear = self._flush()
+            want_forward = clear and core.ready and not core.finished
+            busy = want_forward and core.is_source
+            readers = [self.control, self.bwd] + ([self.fwd] if want_forward and not core.is_source else [])
+            writers = [s for s, q in self.pending.items() if q]
+            readable, writable, _ = zmq.select(readers, writers, [], 0 if busy else 0.25)
+            if self.control in readable:
+                self._drain(self.control, self._on_control)
+            if self.bwd in readable:
+                self._drain(self.bwd, core.on_backward)
+            if busy and self._flush():
+                core.produce()
+                self._queue_outbox()
+            elif self.fwd in readable and core.ready:
+                try:
+                    msg = recv_message(self.fwd, timeout_ms=0)
+                except ProtocolError as err:
+                    core.rejected += 1
+                    print(f"{self.name}: rejected a malformed message: {err}", file=sys.stderr, flush=True)
+                    msg = None
+                if msg is not None and msg.run == self.run_id:
+                    core.on_forward(msg)
+                    self._queue_outbox()
+                elif msg is not None:
+                    core.rejected += 1
+            now = time.monotonic()
+            if now >= next_beat:
+                self._send_control(Kind.HEARTBEAT, {"state": "running"})
+                next_beat = now + HEARTBEAT_S
+                if now - self.last_heard > ORPHAN_S:
+                    print(f"{self.name}: orchestrator silent for {ORPHAN_S:.0f} s; exiting", file=sys.stderr)
+                    return
+            if now >= next_metrics:
+                metrics = core.take_metrics()
+                metrics["steps_per_s"] = (core.steps - last_steps) / max(now - last_time, 1e-9)
+                last_steps, last_time = core.steps, now
+                self._send_control(Kind.METRICS, metrics)
+                next_metrics = now + every
+
+    def _save(self, filename: str) -> None:
+        folder = self.run_dir / "agents" / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.core.state_dict(), folder / filename)
+
+    def finish(self) -> None:
+        """Save the final state and send the last metrics (with the steps done)."""
+        self._save("final.pt")
+        metrics = self.core.take_metrics()
+        self._send_control(Kind.METRICS, {**metrics, "final_report": True})
+
+    def report_error(self, text: str) -> None:
+        try:
+            self._send_control(Kind.ERROR, {"error": text, "agent": self.name})
+        except Exception:  # the control socket itself may be what failed
+            pass
+
+    def close(self) -> None:
+        self.zctx.destroy(linger=0)
+
+
+def agent_main(name: str, control_endpoint: str, log_path: str | None = None) -> None:
+    """Entry point of an agent process (what the launcher starts)."""
+    _isolate(log_path)
+    process = AgentProcess(name, control_endpoint)
+    code = 0
+    try:
+        process.register()
+        process.loop()
+        process.finish()
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    except BaseException:
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        process.report_error(text)
+        code = 1
+    finally:
+        # Give the last control messages a moment to leave before the context goes.
+        time.sleep(0.05)
+        process.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,172 @@
+"""`synthgrad`: one program, one verb per task (run, compose, agents, place, simulate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, load_topology
+
+EXIT_CONFIG = 2
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, default=str), flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    try:
+        topology = load_topology(args.file, args.set)
+    except ConfigError as err:
+        print(f"synthgrad run: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    # Start the fork server first: it imports torch while this process plans the run.
+    from .launcher import ForkServerLauncher
+
+    launcher = ForkServerLauncher()
+    launcher.warm()
+    from .plan import plan_run
+
+    try:
+        plan = plan_run(topology)
+    except ConfigError as err:
+        print(f"synthgrad run: {args.file}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    from .progress import Progress
+    from .rundir import RunDir
+    from .supervisor import Interrupted, RunFailed, Supervisor
+
+    run_dir = RunDir(args.runs_dir or topology.run["runs_dir"], topology.run["name"])
+    shutil.copy(args.file, run_dir.path / "topology.toml")
+    run_dir.write_json(
+        "config.json",
+        {
+            "file": str(args.file),
+            "overrides": args.set,
+            "run": topology.run,
+            "source": plan.source,
+            "terminals": plan.terminals,
+            "order": plan.order,
+            "specs": plan.specs,
+        },
+    )
+    progress = Progress(topology.run["batch_size"], enabled=not args.quiet)
+    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0)
+    try:
+        summary = supervisor.run()
+    except RunFailed as err:
+        progress.close()
+        print(f"synthgrad run: {err}", file=sys.stderr)
+        run_dir.write_json("summary.json", {"error": str(err), "run_dir": str(run_dir.path)})
+        return 1
+    except Interrupted as err:
+        progress.close()
+        print(f"synthgrad run: {err}; all agents stopped", file=sys.stderr)
+        return 128 + err.signum
+    progress.close()
+    run_dir.write_json("summary.json", summary)
+    acc = summary["metrics"].get("test_accuracy")
+    print(f"run dir: {summary['run_dir']}")
+    print(
+        f"{summary['steps']} steps in {summary['wall_s']:.1f} s ({summary['samples_per_s']:,.0f} samples/s)"
+        + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
+    )
+    if args.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from ..agents.registry import known_kinds
+
+    kinds = known_kinds()
+    if args.json:
+        _print_json({"kinds": kinds})
+    else:
+        width = max(map(len, kinds))
+        for name, origin in kinds.items():
+            print(f"{name:<{width}}  {origin}")
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from .compose import export_composed
+
+    try:
+        out = export_composed(args.run_dir, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"synthgrad compose: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"saved {out} (load with torch.export.load(path).module())")
+    if args.json:
+        _print_json({"out": str(out), "run_dir": str(args.run_dir)})
+    return 0
+
+
+EXAMPLES = {
+    "run": """examples:
+  synthgrad run examples/mnist_dni.toml
+  synthgrad run examples/mnist_cdni.toml --set run.steps=500 --set run.seed=3 --json
+  synthgrad run examples/mnist_backprop.toml --set link_defaults.mode=dni""",
+    "compose": """examples:
+  synthgrad compose runs/mnist-dni-20261124-101500 --out model.pt
+  python -c "import torch; m = torch.export.load('model.pt').module(); print(m)\"""",
+    "agents": """examples:
+  synthgrad agents
+  synthgrad agents --json""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthgrad",
+        description="Neural-network agents as processes, decoupled by synthetic gradients.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = verbs.add_parser("run", help="run a topology file", epilog=EXAMPLES["run"], formatter_class=fmt)
+    run.add_argument("file", type=Path, help="topology file (TOML)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. run.steps=100")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--runs-dir", help="where run directories go (default: run.runs_dir, 'runs')")
+    run.set_defaults(func=cmd_run)
+
+    compose = verbs.add_parser(
+        "compose", help="join a finished run's agents into one torch module", epilog=EXAMPLES["compose"], formatter_class=fmt
+    )
+    compose.add_argument("run_dir", type=Path, help="a run directory (runs/NAME-TIME)")
+    compose.add_argument("--out", type=Path, required=True, help="file to save the exported program to")
+    compose.add_argument("--json", action="store_true", help="machine-readable output")
+    compose.set_defaults(func=cmd_compose)
+
+    agents = verbs.add_parser("agents", help="list the agent kinds that can be found", epilog=EXAMPLES["agents"], formatter_class=fmt)
+    agents.add_argument("--json", action="store_true", help="machine-readable output")
+    agents.set_defaults(func=cmd_agents)
+
+    try:
+        from .fabric.cli import add_place_parser, add_simulate_parser
+    except ImportError:
+        pass
+    else:
+        add_place_parser(verbs)
+        add_simulate_parser(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `synthgrad` console script."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

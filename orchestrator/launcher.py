@@ -1,0 +1,74 @@
+"""Starting agent processes.  Locally: a fork server that has already imported torch.
+
+A cold Python process importing torch, zmq and numpy takes about 1.5 s and 150 MB; forked
+from a server that imported them once, an agent starts in milliseconds and shares those
+pages (see docs/results.md, "Spawn").  The `Launcher` interface leaves room for launchers
+that start agents elsewhere (Ray actors, `synthgrad spawn` on another host).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing import forkserver
+from typing import Protocol
+
+# What every agent needs, imported once in the fork server.  torch._dynamo is here because
+# creating the first optimiser imports it (about 1.5 s); zarr reads MNIST.  Names that are
+# not installed are skipped by multiprocessing.
+PRELOAD = [
+    "numpy",
+    "zmq",
+    "msgpack",
+    "torch",
+    "torch._dynamo",
+    "zarr",
+    "synthgrad.agents.runtime",
+    "synthgrad.agents.layers",
+    "synthgrad.agents.source",
+]
+
+
+def _agent_entry(name: str, control_endpoint: str, log_path: str | None) -> None:
+    # Imported here, not at module level, so the orchestrator need not import the runtime;
+    # in the fork server it is already loaded (PRELOAD), so this costs nothing.
+    from synthgrad.agents.runtime import agent_main
+
+    agent_main(name, control_endpoint, log_path)
+
+
+class AgentHandle(Protocol):
+    """What the supervisor needs of a started agent."""
+
+    pid: int | None
+    exitcode: int | None
+
+    def is_alive(self) -> bool: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+class Launcher(Protocol):
+    """Starts agents that will connect to the orchestrator's control endpoint."""
+
+    def warm(self) -> None: ...
+    def start(self, name: str, control_endpoint: str, log_path: str | None) -> AgentHandle: ...
+
+
+class ForkServerLauncher:
+    """Local processes forked from a server that preloaded torch, zmq and numpy."""
+
+    def __init__(self, preload: list[str] | None = None) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(preload or PRELOAD)
+
+    def warm(self) -> None:
+        """Start the fork server now, so its imports overlap with the orchestrator's work."""
+        forkserver.ensure_running()
+
+    def start(self, name: str, control_endpoint: str, log_path: str | None) -> AgentHandle:
+        process = self.context.Process(
+            target=_agent_entry, args=(name, control_endpoint, log_path), name=f"synthgrad:{name}", daemon=True
+        )
+        process.start()
+        return process

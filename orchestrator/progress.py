@@ -1,0 +1,63 @@
+"""Live progress of a run: one updating line on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Shows step, loss, accuracy and samples/s as metrics arrive (on stderr).
+
+    On a terminal the line is redrawn in place; elsewhere (CI logs, pipes) a plain line is
+    printed at most every `interval_s` seconds, and every evaluation gets its own line.
+    """
+
+    def __init__(self, batch_size: int, stream=None, interval_s: float = 5.0, enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.enabled = enabled
+        self.values: dict[str, float] = {}
+        self._last_print = 0.0
+
+    def _line(self, budget: int) -> str:
+        v = self.values
+        parts = [f"step {int(v.get('steps', 0))}/{budget or '?'}"]
+        if "loss" in v:
+            parts.append(f"loss {v['loss']:.4f}")
+        if "train_accuracy" in v:
+            parts.append(f"train acc {100 * v['train_accuracy']:.1f}%")
+        if "test_accuracy" in v:
+            parts.append(f"test acc {100 * v['test_accuracy']:.2f}%")
+        if "steps_per_s" in v:
+            parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} samples/s")
+        return " | ".join(parts)
+
+    def update(self, agent: str, metrics: dict, budget: int) -> None:
+        """Fold in one agent's metrics and redraw when due."""
+        if not self.enabled:
+            return
+        for key in ("loss", "train_accuracy", "test_accuracy"):
+            if key in metrics:
+                self.values[key] = metrics[key]
+        if "steps_per_s" in metrics and "loss" in metrics:  # the head's rate is the run's rate
+            self.values["steps_per_s"] = metrics["steps_per_s"]
+        if "steps" in metrics:
+            self.values["steps"] = max(self.values.get("steps", 0), metrics["steps"])
+        if "eval" in metrics:
+            self.values["steps"] = max(self.values.get("steps", 0), metrics["train_steps"])
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\033[K" + self._line(budget))
+            self.stream.flush()
+        elif "eval" in metrics or now - self._last_print >= self.interval_s:
+            self.stream.write(self._line(budget) + "\n")
+            self.stream.flush()
+            self._last_print = now
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,47 @@
+"""The run directory: resolved config, per-agent logs, metrics.jsonl, checkpoints, summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunDir:
+    """`runs/<name>-<time>/` and the files a run writes into it."""
+
+    def __init__(self, root: str | Path, name: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / f"{name}-{stamp}"
+        path, n = base, 1
+        while path.exists():  # two runs started in the same second get distinct folders
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        self.path = path
+        (self.path / "logs").mkdir(parents=True)
+        (self.path / "agents").mkdir()
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._t0 = time.time()
+
+    def log_path(self, agent: str) -> Path:
+        return self.path / "logs" / f"{agent}.log"
+
+    def write_json(self, filename: str, data: Any) -> Path:
+        target = self.path / filename
+        target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        return target
+
+    def record(self, agent: str, step: int, metrics: dict) -> None:
+        """Append one metrics line: wall time since the run began, agent, step, values."""
+        line = {"t": round(time.time() - self._t0, 4), "agent": agent, "step": step, **metrics}
+        self._metrics.write(json.dumps(line) + "\n")
+
+    def log_tail(self, agent: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(agent).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def close(self) -> None:
+        self._metrics.close()

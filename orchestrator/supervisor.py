@@ -1,0 +1,234 @@
+"""Running a planned topology: launch, registration barrier, start, supervise, stop, summarise.
+
+The supervisor owns the control plane (a ROUTER the agents' DEALERs connect to).  It
+never touches training data.  A run ends when every terminal agent has reported its final
+evaluation, when an agent fails (its traceback is shown under its name), or on SIGINT or
+SIGTERM; in every case each agent gets STOP, then SIGTERM, then SIGKILL, and the ipc
+directory is removed, so no process or socket file outlives the run.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from ..protocol import IpcNamespace, Kind, Message, ProtocolError, bind_router, new_context, recv_routed, send_routed
+from .launcher import AgentHandle, Launcher
+from .plan import RunPlan
+from .progress import Progress
+from .rundir import RunDir
+
+STOP_GRACE_S = 2.0
+
+
+class RunFailed(RuntimeError):
+    """An agent failed or vanished; the message names it and carries its traceback."""
+
+
+class Interrupted(RuntimeError):
+    """The run was stopped by a signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclass
+class AgentState:
+    handle: AgentHandle
+    pid: int | None = None
+    steps: int = 0
+    registered: bool = False
+    ready: bool = False
+    final: bool = False
+    last_metrics: dict = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs one plan to its end; `run()` returns the summary dict."""
+
+    def __init__(
+        self, plan: RunPlan, run_dir: RunDir, launcher: Launcher, progress: Progress, started_at: float | None = None
+    ) -> None:
+        self.started_at = started_at if started_at is not None else time.monotonic()
+        self.plan = plan
+        self.run_dir = run_dir
+        self.launcher = launcher
+        self.progress = progress
+        self.run_id = run_dir.path.name
+        self.zctx = new_context()
+        self.ipc = IpcNamespace()
+        self.router, self.endpoint = bind_router(self.zctx, self.ipc.endpoint("control"), hwm=0)
+        self.agents: dict[str, AgentState] = {}
+        self.evaluations: list[dict] = []
+        self.budget = 0
+        self.rejected = 0
+        self._signal: int | None = None
+        self.timings: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- signals
+    def _on_signal(self, signum, _frame) -> None:
+        self._signal = signum
+
+    def _check_signal(self) -> None:
+        if self._signal is not None:
+            raise Interrupted(self._signal)
+
+    # ----------------------------------------------------------------- messaging
+    def _send(self, name: str, kind: Kind, meta: dict | None = None) -> None:
+        send_routed(self.router, name.encode(), Message(kind=kind, run=self.run_id, meta=meta or {}))
+
+    def _receive(self, timeout_ms: int) -> tuple[str, Message] | None:
+        try:
+            got = recv_routed(self.router, timeout_ms=timeout_ms)
+        except ProtocolError as err:
+            self.rejected += 1
+            print(f"orchestrator: rejected a malformed control message: {err}", flush=True)
+            return None
+        if got is None:
+            return None
+        identity, msg = got
+        name = identity.decode(errors="replace")
+        if name not in self.agents:
+            self.rejected += 1
+            return None
+        return name, msg
+
+    def _handle(self, name: str, msg: Message) -> None:
+        state = self.agents[name]
+        if msg.kind == Kind.ERROR:
+            raise RunFailed(f"agent {name!r} failed:\n{msg.meta.get('error', '')}")
+        if msg.kind == Kind.HELLO:
+            state.registered, state.pid = True, msg.meta.get("pid", state.handle.pid)
+        elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == "ready":
+            state.ready = True
+            self.budget = max(self.budget, int(msg.meta.get("budget", 0)))
+        elif msg.kind == Kind.METRICS:
+            meta = dict(msg.meta)
+            state.steps = int(meta.get("steps", state.steps))
+            state.last_metrics = meta
+            if meta.pop("final_report", False):
+                state.final = True
+            self.run_dir.record(name, msg.step, meta)
+            if "eval" in meta:
+                self.evaluations.append({"agent": name, **meta})
+            self.progress.update(name, meta, self.budget)
+
+    def _check_processes(self, stopping: bool = False) -> None:
+        for name, state in self.agents.items():
+            code = state.handle.exitcode
+            if code is not None and not stopping and not state.final:
+                tail = self.run_dir.log_tail(name)
+                raise RunFailed(f"agent {name!r} exited unexpectedly with code {code}; its log ends:\n{tail}")
+
+    def _pump(self, timeout_ms: int = 100) -> None:
+        """Handle control messages for up to `timeout_ms`, then check processes and signals."""
+        got = self._receive(timeout_ms)
+        while got is not None:
+            self._handle(*got)
+            got = self._receive(0)
+        self._check_processes()
+        self._check_signal()
+
+    def _wait_for(self, what: str, done, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                missing = [n for n, s in self.agents.items() if not done_one(what, s)]
+                raise RunFailed(f"agents {missing} did not {what} within {timeout_s:.0f} s (run.register_timeout_s)")
+            self._pump()
+
+    # ----------------------------------------------------------------- phases
+    def _launch(self) -> None:
+        t0 = time.monotonic()
+        for name in self.plan.order:
+            handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)))
+            self.agents[name] = AgentState(handle=handle, pid=handle.pid)
+        timeout = self.plan.topology.run["register_timeout_s"]
+        self._wait_for("register", lambda: all(s.registered for s in self.agents.values()), timeout)
+        self.timings["spawn_s"] = time.monotonic() - t0
+        self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
+        endpoints = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
+        for name in self.agents:
+            meta = {"spec": self.plan.specs[name], "endpoints": endpoints, "run_dir": str(self.run_dir.path)}
+            self._send(name, Kind.WELCOME, meta)
+        self._wait_for("become ready", lambda: all(s.ready for s in self.agents.values()), timeout)
+        self.timings["ready_s"] = time.monotonic() - t0
+
+    def _train(self) -> None:
+        terminals = self.plan.terminals
+        for name in self.agents:
+            self._send(name, Kind.START)
+        self.t_start = time.monotonic()
+        next_beat = 0.0
+        finals = set()
+        while not terminals or len(finals) < len(terminals):
+            self._pump()
+            finals = {e["agent"] for e in self.evaluations if e.get("final")}
+            if not terminals and self.agents[self.plan.source].steps >= self.budget:
+                break
+            if time.monotonic() >= next_beat:
+                for name in self.agents:
+                    self._send(name, Kind.HEARTBEAT)
+                next_beat = time.monotonic() + 1.0
+        self.timings["wall_s"] = time.monotonic() - self.t_start
+
+    def _stop(self) -> None:
+        """STOP to all, wait for their final reports, then TERM and KILL what remains."""
+        for name in self.agents:
+            try:
+                self._send(name, Kind.STOP)
+            except zmq.ZMQError:
+                pass  # never registered, or already gone
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(s.handle.is_alive() for s in self.agents.values()):
+            got = self._receive(50)
+            if got is not None and got[1].kind != Kind.ERROR:
+                self._handle(*got)
+        for action in ("terminate", "kill"):
+            alive = [s.handle for s in self.agents.values() if s.handle.is_alive()]
+            for handle in alive:
+                getattr(handle, action)()
+            for handle in alive:
+                handle.join(timeout=1.0)
+
+    def run(self) -> dict:
+        """Run the plan; raises `RunFailed` or `Interrupted` after cleaning up."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._launch()
+            self._train()
+        finally:
+            self._stop()
+            self.router.close(0)
+            self.zctx.term()
+            self.ipc.cleanup()
+            self.run_dir.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.summary()
+
+    def summary(self) -> dict:
+        run = self.plan.topology.run
+        wall = self.timings.get("wall_s", 0.0)
+        steps = self.agents[self.plan.source].steps if self.plan.source in self.agents else 0
+        finals = [e for e in self.evaluations if e.get("final")]
+        metrics = {k: v for k, v in (finals[-1] if finals else {}).items() if k.startswith("test_")}
+        return {
+            "run_dir": str(self.run_dir.path),
+            "run_id": self.run_id,
+            "steps": steps,
+            "wall_s": wall,
+            "samples_per_s": steps * run["batch_size"] / wall if wall else 0.0,
+            "metrics": metrics,
+            "evaluations": self.evaluations,
+            "timings": self.timings,
+            "agents": {n: {"pid": s.pid, "steps": s.steps, "restarts": 0} for n, s in self.agents.items()},
+        }
+
+
+def done_one(what: str, state: AgentState) -> bool:
+    return state.registered if what == "register" else state.ready
