@@ -200,7 +200,7 @@ class AgentCore:
                 x.requires_grad_(True)
             xs[port] = x
         labels = context.get("labels")
-        for index, receiver in self.receivers.items():
+        for receiver in self.receivers.values():
             if receiver.hosted is not None:
                 link = receiver.link
                 grad = receiver.answer(xs[link["dst_port"]].detach(), labels)

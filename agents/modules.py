@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 Shape = tuple[int, ...]
@@ -33,8 +32,11 @@ def _dense(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
     # synthetic gradient is easier to predict (see paper.md, plain-DNI sweep).
     if params.get("input_activation", "none") != "none":
         layers.append(_activation(params["input_activation"]))
-    layers.append(nn.Linear(math.prod(in_shape), width))
-    if params.get("batch_norm", True):
+    batch_norm = params.get("batch_norm", True)
+    # No bias before batch-norm: BN removes it, its true gradient is zero, and Adam would turn
+    # rounding noise in that zero into full-size steps.
+    layers.append(nn.Linear(math.prod(in_shape), width, bias=not batch_norm))
+    if batch_norm:
         layers.append(nn.BatchNorm1d(width))
     layers.append(_activation(params.get("activation", "relu")))
     return nn.Sequential(*layers), (width,)
@@ -47,8 +49,9 @@ def _conv(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
     out_ch = int(params["channels"])
     k = int(params.get("kernel", 5))
     pool = int(params.get("pool", 2))
-    layers: list[nn.Module] = [nn.Conv2d(channels, out_ch, k, padding=k // 2)]
-    if params.get("batch_norm", True):
+    batch_norm = params.get("batch_norm", True)
+    layers: list[nn.Module] = [nn.Conv2d(channels, out_ch, k, padding=k // 2, bias=not batch_norm)]
+    if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(_activation(params.get("activation", "relu")))
     if pool > 1:

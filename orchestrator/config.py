@@ -9,10 +9,11 @@ This module needs no torch: the CLI validates structure before any heavy import.
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 LINK_MODES = ("backprop", "dni", "unlocked", "none")
 SG_HOSTS = ("sender", "receiver")

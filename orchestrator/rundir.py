@@ -13,7 +13,7 @@ class RunDir:
 
     def __init__(self, root: str | Path, name: str) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / f"{name}-{stamp}"
+        base = Path(root).resolve() / f"{name}-{stamp}"
         path, n = base, 1
         while path.exists():  # two runs started in the same second get distinct folders
             n += 1

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from ..protocol import IpcNamespace, Kind, Message, ProtocolError, bind_router, new_context, recv_routed, send_routed
+from ..protocol import (
+    IpcNamespace,
+    Kind,
+    Message,
+    ProtocolError,
+    bind_router,
+    new_context,
+    recv_routed,
+    send_routed,
+)
 from .launcher import AgentHandle, Launcher
 from .plan import RunPlan
 from .progress import Progress
@@ -151,6 +160,10 @@ class Supervisor:
         self._wait_for("register", lambda: all(s.registered for s in self.agents.values()), timeout)
         self.timings["spawn_s"] = time.monotonic() - t0
         self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
+        self.run_dir.write_json(
+            "agents.json",
+            {"ipc_dir": self.ipc.path, "agents": {n: {"pid": s.pid} for n, s in self.agents.items()}},
+        )
         endpoints = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
         for name in self.agents:
             meta = {"spec": self.plan.specs[name], "endpoints": endpoints, "run_dir": str(self.run_dir.path)}

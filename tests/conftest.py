@@ -1,0 +1,42 @@
+"""Shared fixtures: running the `synthgrad` CLI as a real process, with hard timeouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `synthgrad ARGS` in a fresh interpreter; a hang fails the test instead of CI."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "synthgrad.orchestrator.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object on the last line of a `--json` run."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """`cli(*args)` runs the CLI with runs going under a temp dir; returns the process."""
+
+    def _run(*args: str, timeout: float = 180, env: dict | None = None):
+        return run_cli(list(args), cwd=tmp_path, timeout=timeout, env=env)
+
+    return _run
