@@ -100,8 +100,20 @@ def _order(topology: Topology, links: list[dict]) -> list[str]:
     return order
 
 
+def _refuse_unbuilt(topology: Topology) -> None:
+    # Accepted by the schema (it is the design) but not yet run by the runtime: say so
+    # rather than silently running something else.
+    for link in topology.links:
+        if link.mode == "unlocked":
+            raise ConfigError(f"{link.key}.mode", "mode 'unlocked' (synthetic inputs) is not available yet; use 'dni'")
+    for name, spec in topology.agents.items():
+        if spec.tick_every != 1:
+            raise ConfigError(f"agents.{name}.tick_every", "agents ticking slower than every step are not available yet")
+
+
 def plan_run(topology: Topology) -> RunPlan:
     """Plan a run; raises `ConfigError` naming the key of the first problem."""
+    _refuse_unbuilt(topology)
     classes = _resolve(topology)
     sources = [n for n, c in classes.items() if issubclass(c, Source)]
     if len(sources) != 1:
