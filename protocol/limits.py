@@ -24,8 +24,10 @@ class Limits:
     max_dims: int = 8
     max_tensor_bytes: int = 1 << 30
     max_message_bytes: int = 1 << 30
-    max_meta_depth: int = 8
-    max_meta_items: int = 4096
+    # Control messages carry configuration in meta (a WELCOME holds an agent's whole spec),
+    # so these are generous; the 64 KiB header map bounds the work of checking meta anyway.
+    max_meta_depth: int = 32
+    max_meta_items: int = 65536
 
     def __post_init__(self) -> None:
         for f in fields(self):

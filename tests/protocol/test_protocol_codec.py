@@ -304,6 +304,13 @@ def test_kind_rules_are_enforced_when_encoding(msg: Message, problem: str) -> No
         encode(msg)
 
 
+def nested_lists(depth: int) -> list:
+    value: list = [1]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("meta", "problem"),
     [
@@ -311,8 +318,8 @@ def test_kind_rules_are_enforced_when_encoding(msg: Message, problem: str) -> No
         ({"x": {1: 2}}, "map key 1 is not a str"),
         ({"x": 2**64}, "does not fit"),
         ({"x": object()}, "object is not a msgpack primitive"),
-        ({"x": [[[[[[[[[1]]]]]]]]]}, "nests deeper than 8"),
-        ({"x": list(range(5000))}, "more than the limit"),
+        ({"x": nested_lists(32)}, "nests deeper than 32"),
+        ({"x": list(range(70_000))}, "more than the limit"),
     ],
 )
 def test_meta_must_hold_primitives_within_limits(meta: dict, problem: str) -> None:
