@@ -51,10 +51,53 @@ class SyntheticGradientModel(nn.Module):
         return self.net(flat).reshape(h.shape)
 
 
-def build_sg_model(sg: dict, h_shape: Shape, context_classes: int) -> SyntheticGradientModel:
-    """The SG model a link's `sg` options describe (`model`, `hidden`, `context`)."""
-    hidden = list(sg.get("hidden", [])) if sg.get("model") == "mlp" else []
+class ConvSyntheticGradientModel(nn.Module):
+    """Predicts dL/dh for a (C, H, W) activation with 'same'-padded convolutions.
+
+    For cDNI the label enters as `context_classes` extra input planes, the label's plane all
+    ones and the others zero (the paper's CNN).  `hidden` lists the channels of the hidden
+    convolutions (each followed by ReLU); the last convolution maps back to C channels and
+    starts at zero, so an untrained model sends exactly zero, like the dense one.
+    """
+
+    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0, kernel: int = 5) -> None:
+        super().__init__()
+        if len(h_shape) != 3:
+            raise ValueError(f"a conv SG model needs a (C, H, W) activation, got {tuple(h_shape)}")
+        self.h_shape = tuple(h_shape)
+        self.context_classes = context_classes
+        layers: list[nn.Module] = []
+        fan_in = self.h_shape[0] + context_classes
+        for channels in hidden:
+            layers += [nn.Conv2d(fan_in, channels, kernel, padding=kernel // 2), nn.ReLU()]
+            fan_in = channels
+        out = nn.Conv2d(fan_in, self.h_shape[0], kernel, padding=kernel // 2)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.context_classes:
+            if context is None:
+                raise ValueError("this SG model is conditioned (cDNI) and needs its context")
+            planes = F.one_hot(context.long(), self.context_classes).to(h.dtype)
+            planes = planes[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+            h = torch.cat([h, planes], 1)
+        return self.net(h)
+
+
+def build_sg_model(sg: dict, h_shape: Shape, context_classes: int) -> nn.Module:
+    """The SG model a link's `sg` options describe (`model`, `hidden`, `context`, `kernel`).
+
+    `model = "conv"` builds a convolutional SG for (C, H, W) activations; on a flat activation
+    it means a linear SG (so one `link_defaults` serves a net of conv then dense layers).
+    """
     classes = context_classes if sg.get("context") else 0
+    if sg.get("model") == "conv":
+        if len(h_shape) == 3:
+            return ConvSyntheticGradientModel(h_shape, list(sg.get("hidden", [])), classes, int(sg.get("kernel", 5)))
+        return SyntheticGradientModel(h_shape, [], classes)
+    hidden = list(sg.get("hidden", [])) if sg.get("model") == "mlp" else []
     return SyntheticGradientModel(h_shape, hidden, classes)
 
 
@@ -93,14 +136,18 @@ class _HostedSG:
         self.loss_sum = 0.0
         self.loss_count = 0
 
+    # The model works at per-example scale: gradients of a batch-mean loss are 1/B of each
+    # example's own, so targets are multiplied by B before regression and predictions divided
+    # by B before use.  Adam's step size does not shrink with tiny targets, so a model fitted
+    # at batch-mean scale overshoots them by orders of magnitude.
     def predict(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(h, context) * self.scale
+            return self.model(h, context) * (self.scale / h.shape[0])
 
     def learn(self, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor) -> None:
         # Regress onto the gradient target: L2, as in the paper.  The target is itself
         # bootstrapped (computed downstream with that agent's own synthetic gradient).
-        loss = F.mse_loss(self.model(h, context), target)
+        loss = F.mse_loss(self.model(h, context), target * h.shape[0])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -119,7 +166,13 @@ class _HostedSG:
 
 
 class SenderInterface:
-    """The sender's end of a link: decides whether it waits, and hosts its SG model in `dni`."""
+    """The sender's end of a link: decides whether it waits, and hosts its SG model in `dni`.
+
+    BP(lambda) (`sg.lam`, or the link option `lambda`): the gradient the sender uses is
+    `lam * true + (1 - lam) * synthetic`.  With `lam > 0` the sender needs the true gradient,
+    so it waits for it exactly as on a `backprop` link (update-locked); `lam = 1` is backprop
+    (the SG model still learns from the targets), `lam = 0` is plain DNI.
+    """
 
     def __init__(self, link: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
         self.link = link
@@ -131,11 +184,19 @@ class SenderInterface:
             self.hosted = _HostedSG(sg, h_shape, context_classes, lr)
             self.cache = StepCache(sg["cache"])
         self.needs_context = bool(self.hosted and sg.get("context"))
+        self.lam = float(sg.get("lam", 0.0) or 0.0) if self.hosted is not None else 0.0
 
     @property
     def waits(self) -> bool:
         """True when the sender must wait for a gradient message before it can update."""
-        return self.mode == "backprop" or (self.mode in ("dni", "unlocked") and self.hosted is None)
+        if self.mode == "backprop":
+            return True
+        return self.mode in ("dni", "unlocked") and (self.hosted is None or self.lam > 0)
+
+    @property
+    def synthetic_weight(self) -> float:
+        """The weight of the synthetic gradient in the gradient used (1 - lambda)."""
+        return 1.0 - self.lam
 
     @property
     def expects_target(self) -> bool:

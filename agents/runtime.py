@@ -256,6 +256,6 @@ def agent_main(name: str, control_endpoint: str, log_path: str | None = None) ->
         # Give the last control messages a moment to leave before the context goes.
         time.sleep(0.05)
         process.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # A normal exit through multiprocessing runs its finalisers (semaphores that zarr's
+    # codecs create are unlinked), which os._exit would skip.
+    sys.exit(code)
