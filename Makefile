@@ -24,7 +24,7 @@ system-data:
 	fi
 
 demo: setup
-	$(VENV)/bin/synthgrad run examples/mnist_dni.toml
+	$(VENV)/bin/synthgrad run examples/mnist_cdni.toml
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
