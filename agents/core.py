@@ -127,16 +127,27 @@ class AgentCore:
         self.pending: dict[int, dict[str, tuple[np.ndarray, dict]]] = {}
         self.parked: dict[int, _Parked] = {}
         self.eval_sums: dict[str, float] = {}
-        self.p_update = float(agent.params.get("p_update", 1.0) or 1.0)
+        # Sparse updates: plan.py resolves `p_update` (agent parameter or link option).
+        p_update = self.spec.get("p_update", agent.params.get("p_update"))
+        self.p_update = 1.0 if p_update is None else float(p_update)
+        self.updates = 0  # optimiser steps taken (fewer than `steps` when p_update < 1)
+        self.unlocked = None
+        if any(link["mode"] == "unlocked" and not link["context"] for link in self.in_links.values()):
+            from .synthetic_input import UnlockedSchedule  # imports this module
+
+            self.unlocked = UnlockedSchedule(self, rate)
 
     @property
     def ready(self) -> bool:
         """Whether the agent may take its next forward input (False while a step is locked)."""
         return self.is_source or not self.parked
 
-    def _emit(self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None) -> None:
+    def send(self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None) -> None:
+        """Queue a data message for agent `dest` on `plane` (FORWARD or BACKWARD)."""
         msg = Message(kind=kind, src=self.name, port=port, step=step, tensors=tensors, meta=meta or {})
         self.outbox.append((dest, plane, msg))
+
+    _emit = send
 
     def report(self, kind: Kind, meta: dict) -> None:
         """Queue a control message (metrics, error) for the orchestrator."""
@@ -179,15 +190,22 @@ class AgentCore:
         if msg.port not in self.required or "x" not in msg.tensors:
             self.rejected += 1
             return
+        if self.unlocked is not None:
+            self.unlocked.on_forward(msg)
+            return
         inputs = self.pending.setdefault(msg.step, {})
         inputs[msg.port] = (msg.tensors["x"], msg.meta)
         if len(inputs) == len(self.required):
             del self.pending[msg.step]
             self._run_step(msg.step, inputs)
 
+    def context_of(self, inputs: dict[str, tuple[np.ndarray, dict]]) -> dict[str, torch.Tensor]:
+        """The context tensors (labels, data) among a step's joined inputs."""
+        return {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p]["context"]}
+
     def _run_step(self, step: int, inputs: dict[str, tuple[np.ndarray, dict]]) -> None:
         meta = next(iter(inputs.values()))[1]
-        context = {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p]["context"]}
+        context = self.context_of(inputs)
         if "eval" in meta:
             self._eval_step(step, inputs, context, meta)
             return
@@ -199,6 +217,15 @@ class AgentCore:
             if link["mode"] != "none" and not link["from_source"]:
                 x.requires_grad_(True)
             xs[port] = x
+        self.train_step(step, xs, context)
+
+    def train_step(self, step, xs, context, synthetic=frozenset(), held=None) -> None:
+        """Forward, gradients for the outputs, update (or park until true gradients arrive).
+
+        `synthetic` names input ports fed by a synthetic-input model (mode `unlocked`): the
+        outputs are then not sent (the real forward sends them later) and those inputs'
+        gradients go into `held` instead of upstream.
+        """
         labels = context.get("labels")
         for receiver in self.receivers.values():
             if receiver.hosted is not None:
@@ -206,8 +233,9 @@ class AgentCore:
                 grad = receiver.answer(xs[link["dst_port"]].detach(), labels)
                 self._emit(link["src"], BACKWARD, Kind.SYNTH_GRAD, link["src_port"], step, {"g": to_array(grad)})
         outputs = self.agent.forward(xs)
-        for link in self.out_links:
-            self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
+        if not synthetic:
+            for link in self.out_links:
+                self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
         loss = None
         if self.agent.terminal:
             loss, batch_metrics = self.agent.loss(outputs, context)
@@ -218,17 +246,21 @@ class AgentCore:
         waiting: set[int] = set()
         for index, sender in self.senders.items():
             port = sender.link["src_port"]
+            g = None
+            if sender.hosted is not None:
+                # BP(lambda): the synthetic part now, weighted; the true part when it comes.
+                g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+                g = g if sender.lam == 0 else (None if sender.lam >= 1 else g * sender.synthetic_weight)
             if sender.waits:
                 waiting.add(index)
-            elif sender.hosted is not None:
-                g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+            if g is not None:
                 grads[port] = grads[port] + g if port in grads else g
         if waiting:
             self.parked[step] = _Parked(xs, outputs, context, loss, grads, waiting)
         else:
-            self._update(step, xs, outputs, context, loss, grads)
+            self._update(step, xs, outputs, context, loss, grads, synthetic, held)
 
-    def _update(self, step, xs, outputs, context, loss, grads) -> None:
+    def _update(self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None) -> None:
         roots, root_grads = [], []
         if loss is not None:
             roots.append(loss)
@@ -240,15 +272,20 @@ class AgentCore:
         if roots:
             torch.autograd.backward(roots, root_grads)
             # Sparse updates (paper): after its forward, a layer updates only with probability p.
-            if self.p_update >= 1.0 or self._rng.random() < self.p_update:
+            # The draw comes from the agent's own seeded generator: reproducible, and
+            # independent of every other agent's draws.
+            if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
                 self.optimizer.step()
+                self.updates += 1
             self.optimizer.zero_grad(set_to_none=True)
         labels = context.get("labels")
         for port, x in xs.items():
             link = self.in_links[port]
             receiver = self.receivers[link["index"]]
             grad = x.grad if x.grad is not None else torch.zeros_like(x)
-            if receiver.returns_gradient and not link["from_source"]:
+            if port in synthetic:
+                held[port] = grad
+            elif receiver.returns_gradient and not link["from_source"]:
                 self._emit(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
             elif receiver.hosted is not None:
                 receiver.hosted.learn(x.detach(), labels, grad)
@@ -287,7 +324,11 @@ class AgentCore:
         if msg.kind == Kind.GRAD and sender.hosted is not None:
             if not sender.on_target(msg.step, g):
                 self.rejected += 1
-            return
+                return
+            if sender.lam == 0:
+                return
+            # BP(lambda): the same target is the true part of the gradient used.
+            g = g if sender.lam >= 1 else g * sender.lam
         parked = self.parked.get(msg.step)
         if parked is None or link["index"] not in parked.waiting:
             self.rejected += 1
@@ -305,6 +346,9 @@ class AgentCore:
         out: dict[str, float] = {"steps": self.steps, "rejected": self.rejected}
         out.update(self.running.take())
         if not self.is_source:
+            out["updates"] = self.updates
+            if self.unlocked is not None:
+                out.update(self.unlocked.take_losses())
             for iface in (*self.senders.values(), *self.receivers.values()):
                 if iface.hosted is not None:
                     loss = iface.hosted.take_loss()
@@ -321,9 +365,12 @@ class AgentCore:
             for i, iface in (*self.senders.items(), *self.receivers.items())
             if iface.hosted is not None
         }
-        return {
+        state = {
             "module": self.agent.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sg": sgs,
             "steps": self.steps,
         }
+        if self.unlocked is not None:
+            state["synthetic_inputs"] = self.unlocked.state()
+        return state

@@ -42,7 +42,12 @@ SG_DEFAULTS: dict[str, Any] = {
     "context": False,  # condition on the labels (cDNI)
     "host": "sender",
     "cache": 64,  # steps of (activation, context) kept waiting for their gradient target
+    "kernel": 5,  # model = "conv": kernel of every convolution ('same' padding)
+    "lam": 0.0,  # BP(lambda): gradient used = lam * true + (1 - lam) * synthetic (link option `lambda`)
+    "input_hidden": [256],  # mode "unlocked": hidden widths of the synthetic-input model
 }
+# Link options with a meaning (others pass through untouched to the agents' specs).
+LINK_OPTIONS = ("lambda", "p_update")
 LINK_DEFAULTS: dict[str, Any] = {"mode": "backprop", "sg": SG_DEFAULTS}
 
 
@@ -209,12 +214,25 @@ def _validate_sg(given: Any, where: str) -> dict:
     if any(not isinstance(h, int) or h < 1 for h in hidden):
         raise ConfigError(f"{where}.hidden", "every width must be a positive integer")
     if sg["model"] == "linear" and hidden:
-        raise ConfigError(f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp'")
+        raise ConfigError(f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp' or 'conv'")
+    kernel = _expect(sg["kernel"], int, f"{where}.kernel", "an integer")
+    if kernel < 1 or kernel % 2 == 0:
+        raise ConfigError(f"{where}.kernel", f"must be a positive odd integer (same-size output), got {kernel}")
+    _probability(sg["lam"], f"{where}.lam")
+    widths = _expect(sg["input_hidden"], list, f"{where}.input_hidden", "a list of layer widths")
+    if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in widths):
+        raise ConfigError(f"{where}.input_hidden", "every width must be a positive integer")
     _expect(sg["scale"], (int, float), f"{where}.scale", "a number")
     _expect(sg["context"], bool, f"{where}.context", "true or false")
     if _expect(sg["cache"], int, f"{where}.cache", "an integer") < 1:
         raise ConfigError(f"{where}.cache", "must be at least 1")
     return sg
+
+
+def _probability(value: Any, where: str) -> float:
+    if not 0 <= _expect(value, (int, float), where, "a number in [0, 1]") <= 1:
+        raise ConfigError(where, f"must be in [0, 1], got {value}")
+    return float(value)
 
 
 def _endpoint(text: Any, where: str) -> tuple[str, str]:
@@ -232,12 +250,26 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkSpec:
             raise ConfigError(f"{where}.{key}", "is required")
     src, src_port = _endpoint(given.pop("from"), f"{where}.from")
     dst, dst_port = _endpoint(given.pop("to"), f"{where}.to")
-    sg = _validate_sg({**defaults.get("sg", {}), **given.pop("sg", {})}, f"{where}.sg")
+    given_sg_table = {**defaults.get("sg", {}), **given.pop("sg", {})}
+    sg = _validate_sg(given_sg_table, f"{where}.sg")
     mode = given.pop("mode", defaults.get("mode", LINK_DEFAULTS["mode"]))
     if mode not in LINK_MODES:
         raise ConfigError(f"{where}.mode", f"{mode!r} is not a link mode; choose one of {list(LINK_MODES)}")
     options = {k: v for k, v in defaults.items() if k not in ("mode", "sg")}
     options.update(given)
+    if "p_update" in options:
+        _probability(options["p_update"], f"{where}.p_update")
+    if "lambda" in options:
+        # One place holds lambda: the link option is another spelling of `sg.lam`.
+        lam = _probability(options.pop("lambda"), f"{where}.lambda")
+        if "lam" in given_sg_table and sg["lam"] != lam:
+            raise ConfigError(f"{where}.lambda", f"contradicts sg.lam = {sg['lam']}; give one of them")
+        sg["lam"] = lam
+    if mode in ("dni", "unlocked") and sg["host"] == "receiver":
+        if sg["lam"] > 0:
+            raise ConfigError(f"{where}.sg.lam", "BP(lambda) needs the true gradient at the sender; use sg.host = 'sender'")
+        if mode == "unlocked":
+            raise ConfigError(f"{where}.sg.host", "mode 'unlocked' never waits for an answer; use sg.host = 'sender'")
     return LinkSpec(src, src_port, dst, dst_port, mode, sg, options, index)
 
 

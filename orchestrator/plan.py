@@ -16,6 +16,8 @@ from ..agents.base import REQUIRED, Source, missing_params
 from ..agents.registry import UnknownKind, resolve_kind
 from .config import ConfigError, LinkSpec, Topology
 
+DATA_PORT = "data"  # where an unlocked layer takes the source's x (agents/synthetic_input.py)
+
 COMMON_PARAMS = ("lr", "p_update")  # accepted by every module kind
 
 
@@ -103,12 +105,39 @@ def _order(topology: Topology, links: list[dict]) -> list[str]:
 def _refuse_unbuilt(topology: Topology) -> None:
     # Accepted by the schema (it is the design) but not yet run by the runtime: say so
     # rather than silently running something else.
-    for link in topology.links:
-        if link.mode == "unlocked":
-            raise ConfigError(f"{link.key}.mode", "mode 'unlocked' (synthetic inputs) is not available yet; use 'dni'")
     for name, spec in topology.agents.items():
         if spec.tick_every != 1:
             raise ConfigError(f"agents.{name}.tick_every", "agents ticking slower than every step are not available yet")
+
+
+def _refuse_waiting_unlocked(links: list[dict]) -> None:
+    # An unlocked layer finishes step s (and sends its real output) only after its update;
+    # an update that waits for a gradient from downstream would wait for itself.
+    unlocked = {link["dst"] for link in links if link["mode"] == "unlocked"}
+    for link in links:
+        if link["src"] in unlocked and not link["context"]:
+            if link["mode"] == "backprop":
+                raise ConfigError(f"links.{link['index']}.mode", f"{link['src']!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'")
+            if link["mode"] in ("dni", "unlocked") and link["sg"]["lam"] > 0:
+                raise ConfigError(f"links.{link['index']}.sg.lam", f"{link['src']!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)")
+
+
+def _p_update(name: str, agent_params: dict, in_links: list[dict]) -> float | None:
+    """The agent's update probability: its own `p_update`, else its data in-links' option."""
+    if agent_params.get("p_update") is not None:
+        value = agent_params["p_update"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"agents.{name}.p_update", f"must be a number in [0, 1], got {value!r}")
+        return float(value)
+    found = None
+    for link in in_links:
+        if link["context"] or "p_update" not in link["options"]:
+            continue
+        value = float(link["options"]["p_update"])
+        if found is not None and value != found:
+            raise ConfigError(f"links.{link['index']}.p_update", f"{name!r} already updates with p_update = {found} from another link")
+        found = value
+    return found
 
 
 def plan_run(topology: Topology) -> RunPlan:
@@ -136,6 +165,14 @@ def plan_run(topology: Topology) -> RunPlan:
                 implicit = LinkSpec(source, label_port, host, "labels", "none", link["sg"], {}, len(links))
                 links.append(_link_dict(implicit, classes, True))
                 seen_inputs[(host, "labels")] = f"labels for {link['src']}->{link['dst']}"
+    # Complete unlock: a layer on an unlocked link predicts its input from the data x.
+    data_port = getattr(classes[source], "data_port", classes[source].outputs[0])
+    for link in list(links):
+        if link["mode"] == "unlocked" and (link["dst"], DATA_PORT) not in seen_inputs:
+            implicit = LinkSpec(source, data_port, link["dst"], DATA_PORT, "none", link["sg"], {}, len(links))
+            links.append(_link_dict(implicit, classes, True))
+            seen_inputs[(link["dst"], DATA_PORT)] = f"data for {link['src']}->{link['dst']}"
+    _refuse_waiting_unlocked(links)
     order = _order(topology, links)
     plan = RunPlan(topology=topology, classes=classes, source=source, order=order)
     out_shapes: dict[str, dict] = {source: instances[source].output_shapes()}
@@ -169,4 +206,6 @@ def plan_run(topology: Topology) -> RunPlan:
             "in_links": in_links,
             "out_links": [link for link in links if link["src"] == name],
         }
+        if not issubclass(classes[name], Source):
+            plan.specs[name]["p_update"] = _p_update(name, spec.params, in_links)
     return plan
