@@ -5,7 +5,7 @@ A `SenderInterface` lives with the agent that produces a link's activation; a
 synthetic-gradient (SG) model is a link option (`sg.host`): by default the sender hosts it
 and never waits; a receiver-hosted model answers each activation at once with a
 synthetic-gradient message and learns from the receiver's own input gradient.
-Synthetic-input models (mode `unlocked`) belong on the receiver side too.
+Synthetic-input models (mode `unlocked`) live with the receiver too, in `synthetic_input.py`.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ SG_DEFAULTS: dict[str, Any] = {
     "lam": 0.0,  # BP(lambda): gradient used = lam * true + (1 - lam) * synthetic (link option `lambda`)
     "input_hidden": [256],  # mode "unlocked": hidden widths of the synthetic-input model
 }
-# Link options with a meaning (others pass through untouched to the agents' specs).
-LINK_OPTIONS = ("lambda", "p_update")
+# Link options checked here: `lambda` (BP(lambda), stored as sg.lam) and `p_update` (sparse
+# updates of the link's receiver, resolved per agent by plan.py); others pass through.
 LINK_DEFAULTS: dict[str, Any] = {"mode": "backprop", "sg": SG_DEFAULTS}
 
 

@@ -120,6 +120,8 @@ def _refuse_waiting_unlocked(links: list[dict]) -> None:
                 raise ConfigError(f"links.{link['index']}.mode", f"{link['src']!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'")
             if link["mode"] in ("dni", "unlocked") and link["sg"]["lam"] > 0:
                 raise ConfigError(f"links.{link['index']}.sg.lam", f"{link['src']!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)")
+            if link["mode"] in ("dni", "unlocked") and link["sg"]["host"] == "receiver":
+                raise ConfigError(f"links.{link['index']}.sg.host", f"{link['src']!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
 
 
 def _p_update(name: str, agent_params: dict, in_links: list[dict]) -> float | None:

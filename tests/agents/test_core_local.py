@@ -122,6 +122,7 @@ def test_an_unlocked_layer_waits_for_the_previous_real_input_only():
         (['links.2.sg.host="receiver"'], "links.2.sg.host"),
         (['links.2.mode="backprop"'], "links.2.mode"),
         (["links.2.lambda=0.5"], "links.2.sg.lam"),
+        (['links.2.mode="dni"', 'links.2.sg.host="receiver"'], "links.2.sg.host"),
     ],
 )
 def test_an_unlocked_layer_cannot_wait_for_gradients(overrides, key):
