@@ -162,7 +162,7 @@ def await_op(link: Link, op: str) -> dict:
     return reply
 
 
-def throughput(link: Link, impl: str, size: int, n: int) -> float:
+def throughput(link: Link, impl: str, size: int, n: int, inline: int = DEFAULT_INLINE_THRESHOLD) -> float:
     """Messages per second, from the first send to the peer's acknowledgement of the last."""
     payload = np.zeros(size // 4, dtype=np.float32)
     link.tell(op="sink", impl=impl, size=size, n=n)
@@ -180,7 +180,7 @@ def throughput(link: Link, impl: str, size: int, n: int) -> float:
         sock = link.sg_out
         for i in range(n):
             send_message(sock, Message(Kind.ACT, src="main", port="in", step=i,
-                                       tensors={"x": payload}))
+                                       tensors={"x": payload}), inline_threshold=inline)
     await_op(link, "done")
     return n / (time.perf_counter() - t0)
 
@@ -216,20 +216,28 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def measure(link: Link, quick: bool, repeats: int, sizes: list[int]) -> dict:
-    counts = QUICK_COUNTS if quick else FULL_COUNTS
+def count(size: int, quick: bool) -> int:
+    """Messages per measurement: the tables for the standard sizes, about 0.5 s otherwise."""
+    table = QUICK_COUNTS if quick else FULL_COUNTS
+    if size in table:
+        return table[size]
+    n = int(0.5 * min(500_000, 1.5e9 / size))
+    return max(n // 100, 4) if quick else max(n, 20)
+
+
+def measure(link: Link, quick: bool, repeats: int, sizes: list[int], inline: int) -> dict:
     rows = []
     for size in sizes:
-        n = counts[size]
+        n = count(size, quick)
         throughput(link, "raw", size, max(n // 10, 1))  # warm up both paths
-        throughput(link, "synthgrad", size, max(n // 10, 1))
+        throughput(link, "synthgrad", size, max(n // 10, 1), inline)
         rates: dict[str, list[float]] = {"raw": [], "synthgrad": []}
         ratios = []
         for rep in range(repeats):
             # Back-to-back pairs in alternating order: the ratio of a pair sees the same
             # background load on both sides, and the median of the pairs drops outliers.
             order = ("raw", "synthgrad") if rep % 2 == 0 else ("synthgrad", "raw")
-            pair = {impl: throughput(link, impl, size, n) for impl in order}
+            pair = {impl: throughput(link, impl, size, n, inline) for impl in order}
             for impl, rate in pair.items():
                 rates[impl].append(rate)
             ratios.append(pair["synthgrad"] / pair["raw"])
@@ -238,7 +246,7 @@ def measure(link: Link, quick: bool, repeats: int, sizes: list[int]) -> dict:
             rate = statistics.median(values)
             row[impl] = {"msgs_per_s": rate, "gb_per_s": rate * size / 1e9}
         row["raw"]["frames"] = 1 if size <= SINGLE_FRAME_MAX else 2
-        row["synthgrad"]["frames"] = 1 if size < DEFAULT_INLINE_THRESHOLD else 2
+        row["synthgrad"]["frames"] = 1 if size < inline else 2
         row["ratio"] = statistics.median(ratios)
         row["ratio_min"], row["ratio_max"] = min(ratios), max(ratios)
         rows.append(row)
@@ -265,7 +273,7 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run(quick: bool, repeats: int, sizes: list[int]) -> dict:
+def run(quick: bool, repeats: int, sizes: list[int], inline: int) -> dict:
     """Start the peer, measure, and always stop the peer and remove the ipc directory."""
     ns = IpcNamespace()
     link = None
@@ -273,7 +281,7 @@ def run(quick: bool, repeats: int, sizes: list[int]) -> dict:
     try:
         link = Link(ns, "main", "peer")
         await_op(link, "ready")
-        report = measure(link, quick, repeats, sizes)
+        report = measure(link, quick, repeats, sizes, inline)
         link.tell(op="stop")
         bye = await_op(link, "bye")
         peer.wait(timeout=10)
@@ -319,10 +327,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--repeats", type=int, default=None,
                         help="measurement pairs per size (default 5, quick 1)")
-    parser.add_argument("--sizes", type=int, nargs="+", choices=SIZES, default=SIZES,
-                        metavar="BYTES", help=f"payload sizes to measure (default: {SIZES})")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="BYTES",
+                        help=f"payload sizes, multiples of 4 (default: {SIZES})")
+    parser.add_argument("--inline-threshold", type=int, default=DEFAULT_INLINE_THRESHOLD,
+                        metavar="BYTES", help="synthgrad sends tensors this big or bigger as "
+                        f"frames of their own (default {DEFAULT_INLINE_THRESHOLD})")
     parser.add_argument("--peer", metavar="IPC_DIR", help=argparse.SUPPRESS)  # internal role
     args = parser.parse_args()
+    if any(size < 4 or size % 4 for size in args.sizes):
+        parser.error("--sizes must be positive multiples of 4 (the payload is float32)")
     if args.peer:
         serve(args.peer)
         return
@@ -340,9 +353,9 @@ def main() -> None:
         "quick": args.quick,
         "repeats": repeats,
         "hwm": DEFAULT_HWM,
-        "inline_threshold": DEFAULT_INLINE_THRESHOLD,
+        "inline_threshold": args.inline_threshold,
     }
-    report.update(run(args.quick, repeats, args.sizes))
+    report.update(run(args.quick, repeats, args.sizes, args.inline_threshold))
     print(json.dumps(report, indent=2) if args.json else table(report))
 
 

@@ -68,7 +68,8 @@ def encode(msg: Message, inline_threshold: int = DEFAULT_INLINE_THRESHOLD) -> li
     Returns:
         ``[frame0, *tensor_frames]``: frame 0 is ``bytes``; each further frame is a uint8
         ndarray viewing the tensor's memory (or its contiguous copy), to be sent with
-        ``copy=False``.  The caller must not modify those tensors until they are sent.
+        ``copy=False``.  Do not modify those tensors afterwards: libzmq reads them from its
+        I/O thread at some later moment.
 
     Raises:
         ProtocolError: the message could not be decoded by a conforming receiver (kind

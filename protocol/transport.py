@@ -2,8 +2,10 @@
 
 One frame for small messages; ``copy=False`` for tensor frames, so neither side copies a big
 tensor.  Every frame is received as a ``zmq.Frame`` (``copy=False``) because its ``more``
-attribute is free, whereas asking the socket for ``RCVMORE`` costs about 1.5 us in pyzmq 27
-(it builds an enum per call), more than the whole copying receive of a small frame.  Frame 0
+attribute is free, whereas asking the socket for ``RCVMORE`` costs about 1 us in pyzmq 27 (it
+builds an enum per call): more than a whole copying receive of a small frame.  (The cost per
+small message, measured in one process: recv(copy=True) + RCVMORE 1.8-2.1 us, recv(copy=False)
++ .more + .bytes 1.3 us.)  Frame 0
 is then copied into ``bytes`` (it is small; inline tensors view it, aligned and read-only);
 tensor frames are viewed in place (zero-copy).
 """
