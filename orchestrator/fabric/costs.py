@@ -67,6 +67,7 @@ class Workload:
     links: list[LinkCost]
     batch: int = 1
     name: str = ""
+    notes: list[str] = field(default_factory=list)  # how the costs were obtained, caveats
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,7 +86,7 @@ class Workload:
         if mode not in MODES:
             raise UnknownName("mode", mode, MODES)
         links = [link if link.mode == "none" else replace(link, mode=mode) for link in self.links]
-        return Workload([replace(a) for a in self.agents], links, self.batch, self.name)
+        return Workload([replace(a) for a in self.agents], links, self.batch, self.name, list(self.notes))
 
     def every(self, link: LinkCost) -> int:
         """A message crosses `link` every this many steps."""
@@ -131,15 +132,18 @@ def phases(w: Workload) -> dict[str, Phases]:
 def step_flops(w: Workload, microbatches: int = 1) -> dict[str, float]:
     """Average FLOPs per (micro-)step of each agent: the compute load placement balances.
 
-    A locked agent updates once per `microbatches` steps; a decoupled one every tick.
+    A locked agent updates once per `microbatches` steps; a decoupled one every tick; an agent
+    on an `unlocked` in-link forwards twice (on the predicted input, then on the real one).
     """
     locked = w.locked_agents()
+    unlocked = {link.dst for link in w.links if link.mode == "unlocked"}
     out = {}
     ph = phases(w)
     for a in w.agents:
         p = ph[a.name]
         update = p.update / microbatches if a.name in locked else p.update
-        out[a.name] = (p.fwd + p.bwd + update + p.sg + p.sg_train + p.si + p.si_train) / a.tick_every
+        again = p.fwd if a.name in unlocked else 0.0
+        out[a.name] = (p.fwd + again + p.bwd + update + p.sg + p.sg_train + p.si + p.si_train) / a.tick_every
     return out
 
 
@@ -212,9 +216,9 @@ def chain_workload(layers: int, width: int = 256, batch: int = 256, in_features:
     upd = ADAM_FLOPS_PER_PARAM if optimizer == "adam" else SGD_FLOPS_PER_PARAM
 
     def dense(fan_in: int, fan_out: int, bn: bool) -> tuple[float, float, float]:
-        linear = 2 * batch * fan_in * fan_out + batch * fan_out
-        elementwise = batch * fan_out * ((4 if bn else 0) + 1)  # BatchNorm + ReLU
-        params = fan_in * fan_out + fan_out + (2 * fan_out if bn else 0)
+        linear = 2 * batch * fan_in * fan_out + (0 if bn else batch * fan_out)
+        elementwise = batch * fan_out * (5 + 1 if bn else 5)  # BatchNorm + ReLU, or the loss
+        params = fan_in * fan_out + (2 * fan_out if bn else fan_out)  # no Linear bias before BN
         return linear + elementwise, params, batch * (fan_in + fan_out * (3 if bn else 1))
 
     agents = [AgentCost("source", kind="source", rows=batch)]
@@ -226,13 +230,16 @@ def chain_workload(layers: int, width: int = 256, batch: int = 256, in_features:
         fwd, params, cached = dense(fan_in, width, bn=True)
         agents.append(AgentCost(f"l{i}", fwd, 2 * fwd, upd * params, per_param * params,
                                 cached * dtype_bytes, rows=batch, kind="dense"))
-        links.append(LinkCost(prev, f"l{i}", batch * fan_in * dtype_bytes, "none" if prev == "source" else mode,
-                              sg_fwd, 3 * sg_fwd + upd * sg_params, per_param * sg_params))
+        if prev == "source":  # data carries no gradient and has no SG model
+            links.append(LinkCost(prev, f"l{i}", batch * fan_in * dtype_bytes, "none"))
+        else:
+            links.append(LinkCost(prev, f"l{i}", batch * fan_in * dtype_bytes, mode, sg_fwd,
+                                  3 * sg_fwd + upd * sg_params, per_param * sg_params))
         prev, fan_in = f"l{i}", width
     fwd, params, cached = dense(width, classes, bn=False)
     agents.append(AgentCost("head", fwd, 2 * fwd, upd * params, per_param * params, cached * dtype_bytes,
                             rows=batch, kind="head"))
     links.append(LinkCost(prev, "head", batch * width * dtype_bytes, mode, sg_fwd,
                           3 * sg_fwd + upd * sg_params, per_param * sg_params))
-    links.append(LinkCost("source", "head", batch * 4, "none"))  # labels
+    links.append(LinkCost("source", "head", batch * 8, "none"))  # int64 labels
     return Workload(agents, links, batch, name or f"chain{layers}")

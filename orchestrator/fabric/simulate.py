@@ -5,17 +5,20 @@ time (agents that share a core queue on it; a split agent's op runs on all its c
 a 1/n share on each, and ends when the last share ends).  The schedule is not written down as
 a formula: it follows from dependency rules, per micro-step k (mini-batch s has M of them):
 
-* F(k), forward: needs the activation of step k on every in-link, except `unlocked` ones (a
-  synthetic-input model stands in), and a free slot in every out-link's send window
-  (back-pressure, as a socket's high-water mark).
+* F(k), forward: needs the activation of step k on every in-link and a free slot in every
+  out-link's send window (back-pressure, as a socket's high-water mark); labels and other
+  side inputs are small and simply wait at the receiver.
 * B(k), backward: a locked agent (one on a `backprop` link) needs the true gradient of step k
   from every `backprop` out-link; `dni`/`unlocked` out-links give a synthetic gradient at once.
   A decoupled agent runs SG forward + backward + update as one op; it never waits.
 * U(s): a locked agent updates once per mini-batch, after its M backwards (GPipe: all M
   forwards then all M backwards; 1F1B: warm-up forwards, then one forward one backward).
-* G: a gradient target arriving on a `dni` link trains the sender's SG model; I: an activation
-  arriving on an `unlocked` link trains the receiver's synthetic-input model.  Both run as soon
-  as the agent is free, before its next F/B/U.
+* An agent on an `unlocked` in-link runs as agents/synthetic_input.py does: A(k), a full step
+  on the input its synthetic-input (SI) model predicts, needs nothing; then R(k), the real
+  step, needs the real input, regresses the SI model on it and forwards it for real, so only
+  that forward lies on the chain's path.  A(k+1) follows R(k).
+* G: a gradient target arriving on a `dni`/`unlocked` link trains the sender's SG model.  It
+  runs as soon as the agent is free, before its next op.
 
 Messages are flows: each holds every NoC link, NIU port and Ethernet link on its route, and
 all flows active on a resource share its capacity equally; a flow's rate is its worst share,
@@ -58,7 +61,8 @@ class SimResult:
     core_utilisation: float  # mean busy fraction of the cores in use, steady state
     link_utilisation_max: float
     cores: list[dict] = field(default_factory=list)
-    links: list[dict] = field(default_factory=list)
+    links: list[dict] = field(default_factory=list)  # NoC and Ethernet links, busiest first
+    ports: list[dict] = field(default_factory=list)  # the busiest NIU ports
     critical_path: dict = field(default_factory=dict)
     messages: int = 0
     events: int = 0
@@ -70,8 +74,8 @@ class SimResult:
 
 
 class _Agent:
-    __slots__ = ("i", "name", "cores", "every", "locked", "learns", "t_fwd", "t_bwd", "t_upd",
-                 "wait_in", "unlocked_in", "grad_in", "out", "bp_out", "busy", "debt", "debt_kind",
+    __slots__ = ("i", "name", "cores", "every", "locked", "learns", "unlocked", "t_fwd", "t_bwd", "t_upd",
+                 "wait_in", "grad_in", "out", "paced", "bp_out", "busy", "debt", "debt_kind",
                  "debt_k", "left", "ops", "pc", "s", "op", "began", "last", "cause", "starved")
 
     def __init__(self, i: int, name: str) -> None:
@@ -91,7 +95,7 @@ class _Agent:
 
 class _Link:
     __slots__ = ("i", "src", "dst", "mode", "every", "nbytes", "fwd", "bwd", "arrived_act",
-                 "arrived_grad", "sent", "consumed", "t_g", "t_i", "name")
+                 "arrived_grad", "sent", "consumed", "t_g", "name")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -145,12 +149,14 @@ class _Simulator:
             def secs(flops: float, rows: int = a.rows, n: int = n) -> float:
                 return compute_seconds(fabric, flops, rows) / n
 
-            ag.t_fwd = secs(p.fwd + p.si)
-            if ag.locked:
-                ag.t_bwd, ag.t_upd = secs(p.sg + p.bwd), secs(p.update)
+            ag.unlocked = any(link.dst == a.name and link.mode == "unlocked" for link in wl.links)
+            if ag.unlocked:  # A: step on the predicted input; R: SI regression + real forward
+                ag.t_bwd, ag.t_fwd, ag.t_upd = secs(p.si + p.fwd + p.sg + p.bwd + p.update), secs(p.si_train + p.fwd), 0.0
+            elif ag.locked:
+                ag.t_fwd, ag.t_bwd, ag.t_upd = secs(p.fwd), secs(p.sg + p.bwd), secs(p.update)
             else:
-                ag.t_bwd, ag.t_upd = secs(p.sg + p.bwd + p.update), 0.0
-            ag.wait_in, ag.unlocked_in, ag.grad_in, ag.out, ag.bp_out = [], [], [], [], []
+                ag.t_fwd, ag.t_bwd, ag.t_upd = secs(p.fwd), secs(p.sg + p.bwd + p.update), 0.0
+            ag.wait_in, ag.grad_in, ag.out, ag.paced, ag.bp_out = [], [], [], [], []
             self.agents.append(ag)
         self.window = max(window, M) if locked else window
         self.links: list[_Link] = []
@@ -161,16 +167,22 @@ class _Simulator:
             lk.mode, lk.every, lk.nbytes = spec.mode, wl.every(spec), spec.bytes
             lk.name = f"{spec.src}->{spec.dst}"
             lk.t_g = compute_seconds(fabric, spec.sg_train_flops, wl.agents[lk.src.i].rows) / len(lk.src.cores)
-            lk.t_i = compute_seconds(fabric, spec.si_train_flops, wl.agents[lk.dst.i].rows) / len(lk.dst.cores)
             lk.fwd = self._subflows(lk.src.cores, lk.dst.cores, spec.bytes)
             lk.bwd = self._subflows(lk.dst.cores, lk.src.cores, spec.bytes)
-            (lk.dst.unlocked_in if spec.mode == "unlocked" else lk.dst.wait_in).append(lk)
+            lk.dst.wait_in.append(lk)
             lk.src.out.append(lk)
             if spec.mode in GRADIENT_MODES and lk.src.learns:
                 lk.dst.grad_in.append(lk)
                 if spec.mode == "backprop":
                     lk.src.bp_out.append(lk)
             self.links.append(lk)
+        # Side inputs (labels, context: `none` links into an agent that also has a gradient-
+        # carrying input) are small and wait in the receiver's buffer; the send window paces
+        # the other links, as a socket's high-water mark paces a pipeline of activations.
+        for lk in self.links:
+            side = lk.mode == "none" and any(o.mode != "none" for o in lk.dst.wait_in)
+            if not side:
+                lk.src.paced.append(lk)
         self.below = [below[a.name] for a in wl.agents]
         self.trace_on, self.trace_limit = trace, trace_limit
         self.trace: list[dict] = []
@@ -201,6 +213,8 @@ class _Simulator:
             return []
         if not ag.learns:
             return [("F", k) for k in ks]
+        if ag.unlocked:  # as agents/synthetic_input.py: A(k) then R(k), strictly in order
+            return [op for k in ks for op in (("A", k), ("R", k))]
         if not ag.locked:
             return [op for k in ks for op in (("F", k), ("B", k))]
         if self.schedule == "gpipe":
@@ -335,12 +349,12 @@ class _Simulator:
                 ag.s += 1
                 ag.ops, ag.pc = self._program(ag, ag.s), 0
             kind, k = ag.ops[ag.pc]
-            if kind == "F":
+            if kind == "F" or kind == "R":
                 for lk in ag.wait_in:
                     if k % lk.every == 0 and k not in lk.arrived_act:
                         break
                 else:
-                    for lk in ag.out:
+                    for lk in ag.paced:
                         if k % lk.every == 0 and lk.sent - lk.consumed >= window:
                             break
                     else:
@@ -348,21 +362,22 @@ class _Simulator:
                             if k % lk.every == 0:
                                 lk.arrived_act.discard(k)
                                 lk.consumed += 1
-                        for lk in ag.unlocked_in:  # a synthetic input stands in; the slot frees
-                            if k % lk.every == 0:
-                                lk.consumed += 1
                         for lk in ag.out:
                             if k % lk.every == 0:
                                 lk.sent += 1
                         ag.pc += 1
-                        begin(ag, "F", k, ag.t_fwd)
+                        begin(ag, kind, k, ag.t_fwd)
                         credit = None
-                        for lk in ag.wait_in + ag.unlocked_in:
+                        for lk in ag.wait_in:
                             if k % lk.every == 0 and lk.src.starved and not lk.src.busy:
                                 credit = credit or (ag.name, "credit", k, now, now, cause)
                                 try_start(lk.src, credit)
                         return
                     ag.starved = True  # waits for a send slot: a consumer's F will call back
+            elif kind == "A":
+                ag.pc += 1
+                begin(ag, "A", k, ag.t_bwd)
+                return
             elif kind == "B":
                 for lk in ag.bp_out:
                     if k % lk.every == 0 and k not in lk.arrived_grad:
@@ -397,15 +412,15 @@ class _Simulator:
             ag.busy = False
             ag.last = rec
             last_kind = kind[-1]
-            if last_kind == "F":
+            if last_kind == "F" or last_kind == "R":
                 for out in ag.out:
                     if k % out.every == 0:
                         send(out, out.fwd, k, "msg-act", rec)
-            elif last_kind == "B":
+            if last_kind == "B" or last_kind == "R":
                 for inl in ag.grad_in:
                     if k % inl.every == 0:
                         send(inl, inl.bwd, k, "msg-grad", rec)
-            if last_kind in "FBU" and ag.pc >= len(ag.ops):
+            if last_kind in "FBURA" and ag.pc >= len(ag.ops):
                 s = ag.s
                 done_count[s] += 1
                 if done_count[s] == expected[s]:
@@ -428,12 +443,7 @@ class _Simulator:
                               "dur": (now - t_sent) * 1e6, "pid": 1, "tid": lk.i})
             if kind == "msg-act":
                 dst = lk.dst
-                if lk.mode == "unlocked":
-                    if lk.t_i > 0:
-                        dst.debt += lk.t_i
-                        dst.debt_kind, dst.debt_k = "I", k
-                else:
-                    lk.arrived_act.add(k)
+                lk.arrived_act.add(k)
                 if not dst.busy:
                     try_start(dst, rec)
             else:
@@ -529,12 +539,14 @@ class _Simulator:
             util = core_work[core] / window_t if window_t > 0 else 0.0
             cores.append({"chip": chip, "x": x, "y": y, "utilisation": util, "agents": names[core]})
         mean_util = sum(c["utilisation"] for c in cores) / len(cores) if cores else 0.0
-        links = []
+        links, ports = [], []
         for r, nbytes in enumerate(res_bytes):
             if nbytes > 0 and window_t > 0:
-                links.append({"resource": r, "name": fabric.describe_resource(r),
-                              "utilisation": nbytes / (fabric.capacity[r] * window_t), "bytes": nbytes})
+                name = fabric.describe_resource(r)
+                (ports if "niu" in name else links).append(
+                    {"resource": r, "name": name, "utilisation": nbytes / (fabric.capacity[r] * window_t), "bytes": nbytes})
         links.sort(key=lambda d: -d["utilisation"])
+        ports.sort(key=lambda d: -d["utilisation"])
         trace = None
         if self.trace_on:
             trace = self._trace_meta() + self.trace
@@ -543,8 +555,8 @@ class _Simulator:
             step_time_s=step_time, samples_per_s=samples / step_time if step_time > 0 else math.inf,
             makespan_s=end, core_utilisation=mean_util,
             link_utilisation_max=links[0]["utilisation"] if links else 0.0,
-            cores=cores, links=links,
-            critical_path=_critical_path(last_rec[last], t_done[last - 1] if last > 0 else 0.0),
+            cores=cores, links=links, ports=ports[:16],
+            critical_path=_critical_path(last_rec[last], last * M),
             messages=messages, events=events, trace=trace)
 
     def _trace_meta(self) -> list[dict]:
@@ -559,11 +571,13 @@ class _Simulator:
         return meta
 
 
-def _critical_path(rec, since: float) -> dict:
-    """Walk back from the op that completed the last mini-batch through what each waited on."""
+def _critical_path(rec, first_step: int) -> dict:
+    """Walk back from the op that completed the last mini-batch through what each op or
+    message waited on last, while the work belongs to that mini-batch (micro-steps from
+    `first_step`)."""
     segments = []
     compute = comm = 0.0
-    while rec is not None and rec[4] > since:
+    while rec is not None and rec[2] >= first_step:
         who, kind, k, t0, t1, cause = rec
         segments.append({"what": kind, "who": who, "step": k, "start_s": t0, "end_s": t1})
         if kind.startswith("msg"):
