@@ -322,12 +322,12 @@ class AgentCore:
         sender = self.senders[link["index"]]
         g = to_tensor(msg.tensors["g"])
         if msg.kind == Kind.GRAD and sender.hosted is not None:
-            if not sender.on_target(msg.step, g):
-                self.rejected += 1
-                return
+            trained = sender.on_target(msg.step, g)
             if sender.lam == 0:
+                self.rejected += not trained
                 return
-            # BP(lambda): the same target is the true part of the gradient used.
+            # BP(lambda): the same target is the true part of the gradient used (the parked
+            # step goes on even if the SG cache had forgotten the step).
             g = g if sender.lam >= 1 else g * sender.lam
         parked = self.parked.get(msg.step)
         if parked is None or link["index"] not in parked.waiting:

@@ -161,7 +161,17 @@ class UnlockedSchedule:
                 x.requires_grad_(True)
             xs[port] = x
         self.held = {}
-        core.train_step(step, xs, context, synthetic=set(self.inputs), held=self.held)
+        # Batch-norm's running statistics are what evaluation uses on the real chain: only
+        # real inputs (phase B) move them, so A freezes them (momentum 0) for its forward.
+        norms = [m for m in core.agent.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            core.train_step(step, xs, context, synthetic=set(self.inputs), held=self.held)
+        finally:
+            for m, momentum in zip(norms, saved, strict=True):
+                m.momentum = momentum
 
     def _real_step(self, step: int, inputs: dict) -> None:
         core = self.core
