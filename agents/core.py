@@ -147,8 +147,6 @@ class AgentCore:
         msg = Message(kind=kind, src=self.name, port=port, step=step, tensors=tensors, meta=meta or {})
         self.outbox.append((dest, plane, msg))
 
-    _emit = send
-
     def report(self, kind: Kind, meta: dict) -> None:
         """Queue a control message (metrics, error) for the orchestrator."""
         self.outbox.append((CONTROL, "", Message(kind=kind, src=self.name, step=self.steps, meta=meta)))
@@ -181,7 +179,7 @@ class AgentCore:
         self._next_step += 1
         for link in self.out_links:
             kind = Kind.CTX if link["context"] else Kind.ACT
-            self._emit(link["dst"], FORWARD, kind, link["dst_port"], step, {"x": batch[link["src_port"]]}, meta)
+            self.send(link["dst"], FORWARD, kind, link["dst_port"], step, {"x": batch[link["src_port"]]}, meta)
         return True
 
     # ----------------------------------------------------------------- forward
@@ -231,11 +229,11 @@ class AgentCore:
             if receiver.hosted is not None:
                 link = receiver.link
                 grad = receiver.answer(xs[link["dst_port"]].detach(), labels)
-                self._emit(link["src"], BACKWARD, Kind.SYNTH_GRAD, link["src_port"], step, {"g": to_array(grad)})
+                self.send(link["src"], BACKWARD, Kind.SYNTH_GRAD, link["src_port"], step, {"g": to_array(grad)})
         outputs = self.agent.forward(xs)
         if not synthetic:
             for link in self.out_links:
-                self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
+                self.send(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
         loss = None
         if self.agent.terminal:
             loss, batch_metrics = self.agent.loss(outputs, context)
@@ -286,7 +284,7 @@ class AgentCore:
             if port in synthetic:
                 held[port] = grad
             elif receiver.returns_gradient and not link["from_source"]:
-                self._emit(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
+                self.send(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
             elif receiver.hosted is not None:
                 receiver.hosted.learn(x.detach(), labels, grad)
         self.steps += 1
@@ -302,7 +300,7 @@ class AgentCore:
                     self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
         module.train()
         for link in self.out_links:
-            self._emit(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])}, meta)
+            self.send(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])}, meta)
         if self.agent.terminal and meta.get("last"):
             from .layers import evaluation_summary
 
