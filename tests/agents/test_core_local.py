@@ -6,6 +6,8 @@ with real agent processes on the same small set.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,9 +141,9 @@ PROCESS = ["--set", 'agents.source.dataset="digits"', "--set", "run.batch_size=6
 @pytest.mark.parametrize(
     ("example", "extra", "threshold"),
     [
-        ("mnist_unlocked.toml", ["run.steps=300", "run.lr=3e-3"], 0.8),
+        ("mnist_unlocked.toml", ["run.steps=150", "run.lr=3e-3"], 0.8),
         ("mnist_cnn_cdni.toml", ["run.steps=150", "run.lr=3e-3", "agents.c1.channels=8", "agents.c2.channels=16"], 0.8),
-        ("mnist_dni.toml", ["run.steps=300", "run.lr=3e-3", "link_defaults.lambda=0.5", "link_defaults.p_update=0.5"], 0.8),
+        ("mnist_dni.toml", ["run.steps=150", "run.lr=3e-3", "link_defaults.lambda=0.5", "link_defaults.p_update=0.5"], 0.8),
     ],
     ids=["unlocked", "cnn-cdni", "bp-lambda-sparse"],
 )
@@ -152,3 +154,6 @@ def test_new_modes_run_across_processes(cli, example, extra, threshold):
     steps = int(extra[0].split("=")[1])
     assert all(a["steps"] == steps for a in summary["agents"].values())
     assert summary["metrics"]["test_accuracy"] > threshold
+    if example == "mnist_unlocked.toml":  # the input models are saved with their layer
+        final = torch.load(Path(summary["run_dir"]) / "agents" / "l2" / "final.pt", weights_only=True)
+        assert set(final["synthetic_inputs"]) == {"in"}
