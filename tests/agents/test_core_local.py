@@ -56,8 +56,10 @@ def test_unlocked_learns_well_above_chance():
         assert f"si_loss.{upstream}->{name}" in core.take_metrics()
 
 
-def test_unlocked_runs_are_reproducible():
-    a, b = (run_locally(unlocked_plan("run.steps=20")) for _ in range(2))
+def test_unlocked_runs_are_reproducible_with_evaluations_between_steps():
+    a, b = (run_locally(unlocked_plan("run.steps=20", "run.eval_every=10")) for _ in range(2))
+    assert [e["train_steps"] for e in a.evaluations()] == [10, 20]
+    assert a.evaluations() == b.evaluations()
     for name in ("l1", "l2", "l3", "head"):
         for (key, x), (_, y) in zip(
             a.cores[name].agent.module.state_dict().items(), b.cores[name].agent.module.state_dict().items(), strict=True
