@@ -39,7 +39,7 @@ from .errors import UnknownName
 from .placement import Placement, compute_seconds
 
 SIM_MODES = ("backprop", "dni", "unlocked")
-_TASK, _FLOW, _ARRIVE = 0, 1, 2
+_TASK, _FLOW, _ARRIVE, _SOLO = 0, 1, 2, 3
 
 
 class SimulationError(RuntimeError):
@@ -76,7 +76,7 @@ class SimResult:
 class _Agent:
     __slots__ = ("i", "name", "cores", "every", "locked", "learns", "unlocked", "t_fwd", "t_bwd", "t_upd",
                  "wait_in", "grad_in", "out", "paced", "bp_out", "busy", "debt", "debt_kind",
-                 "debt_k", "left", "ops", "pc", "s", "op", "began", "last", "cause", "starved")
+                 "debt_k", "left", "ops", "pc", "s", "op", "began", "cause", "starved", "solo", "base")
 
     def __init__(self, i: int, name: str) -> None:
         self.i, self.name = i, name
@@ -87,9 +87,9 @@ class _Agent:
         self.starved = False  # its next F waits for a free slot in a send window
         self.ops: list = []
         self.pc = 0
+        self.base = 0  # ops hold micro-steps relative to this
         self.s = -1
         self.op = None
-        self.last = None  # record of its last finished op (critical path)
         self.cause = None
 
 
@@ -133,6 +133,7 @@ class _Simulator:
         self.mode = mode or "as-given"
         ph = phases(wl)
         below = depth_to_sink(wl)
+        unlocked = {link.dst for link in wl.links if link.mode == "unlocked"}
         locked = {link.src for link in wl.links if link.mode == "backprop"} | {
             link.dst for link in wl.links if link.mode == "backprop"}
         self.agents: list[_Agent] = []
@@ -149,7 +150,7 @@ class _Simulator:
             def secs(flops: float, rows: int = a.rows, n: int = n) -> float:
                 return compute_seconds(fabric, flops, rows) / n
 
-            ag.unlocked = any(link.dst == a.name and link.mode == "unlocked" for link in wl.links)
+            ag.unlocked = a.name in unlocked
             if ag.unlocked:  # A: step on the predicted input; R: SI regression + real forward
                 ag.t_bwd, ag.t_fwd, ag.t_upd = secs(p.si + p.fwd + p.sg + p.bwd + p.update), secs(p.si_train + p.fwd), 0.0
             elif ag.locked:
@@ -159,6 +160,12 @@ class _Simulator:
             ag.wait_in, ag.grad_in, ag.out, ag.paced, ag.bp_out = [], [], [], [], []
             self.agents.append(ag)
         self.window = max(window, M) if locked else window
+        hosted: dict[int, int] = {}
+        for ag in self.agents:
+            for core in ag.cores:
+                hosted[core] = hosted.get(core, 0) + 1
+        for ag in self.agents:  # alone on its cores: an op is one event, whatever the split
+            ag.solo = all(hosted[c] == 1 for c in ag.cores)
         self.links: list[_Link] = []
         self.shards: list[tuple[int, ...]] = []  # the route of every message shard
         for j, spec in enumerate(wl.links):
@@ -184,6 +191,7 @@ class _Simulator:
             if not side:
                 lk.src.paced.append(lk)
         self.below = [below[a.name] for a in wl.agents]
+        self._templates: list[list[tuple[str, int]]] = [[] for _ in self.agents]
         self.trace_on, self.trace_limit = trace, trace_limit
         self.trace: list[dict] = []
 
@@ -205,10 +213,18 @@ class _Simulator:
 
     # ------------------------------------------------------------------ program
 
-    def _program(self, ag: _Agent, s: int) -> list[tuple[str, int]]:
-        """The ops of agent `ag` in mini-batch `s`: (kind, micro-step k)."""
+    def _program(self, ag: _Agent, s: int) -> tuple[list[tuple[str, int]], int]:
+        """The ops of agent `ag` in mini-batch `s`: (kind, micro-step k - base), and base.
+
+        An agent that acts every step runs the same program each mini-batch, shifted."""
         M = self.M
-        ks = [s * M + m for m in range(M) if (s * M + m) % ag.every == 0]
+        if ag.every == 1:
+            if not self._templates[ag.i]:
+                self._templates[ag.i] = self._ops(ag, list(range(M)))
+            return self._templates[ag.i], s * M
+        return self._ops(ag, [s * M + m for m in range(M) if (s * M + m) % ag.every == 0]), 0
+
+    def _ops(self, ag: _Agent, ks: list[int]) -> list[tuple[str, int]]:
         if not ks:
             return []
         if not ag.learns:
@@ -249,11 +265,21 @@ class _Simulator:
             first, last = -1, steps - 1
         win = [0.0 if first < 0 else math.inf, math.inf]  # the window's start and end, once known
         shard_bytes = [0.0] * len(self.shards)  # bytes each shard route moved in the window
+        # A shard whose route no other shard touches contends only with its own messages: its
+        # flows are tracked per shard, not per resource (the same shares, far fewer steps).
+        use = [0] * n_res
+        for route in self.shards:
+            for res in route:
+                use[res] += 1
+        shard_own = [all(use[res] == 1 for res in route) for route in self.shards]
+        shard_cap = [min(cap[res] for res in route) for route in self.shards]
+        shard_flows: list[set[int]] = [set() for _ in self.shards]
         core_work = [0.0] * fabric.n_cores
+        solo_work = [0.0] * len(self.agents)
         expected = [0] * steps
         for ag in self.agents:
             for s in range(steps):
-                expected[s] += 1 if self._program(ag, s) else 0
+                expected[s] += 1 if self._program(ag, s)[0] else 0
         done_count = [0] * steps
         t_done = [0.0] * steps
         last_rec: list = [None] * steps
@@ -264,6 +290,9 @@ class _Simulator:
 
         def rate_of(f: list) -> float:
             r = f[11]
+            if f[12]:  # its route is its own: only flows of the same shard share it
+                share = shard_cap[f[5]] / len(shard_flows[f[5]])
+                return share if share < r else r
             for res in f[4]:
                 share = cap[res] / len(res_flows[res])
                 if share < r:
@@ -298,18 +327,25 @@ class _Simulator:
                     continue
                 fid = len(flows)
                 affected = None
-                for res in resources:
-                    members = res_flows[res]
-                    if members is None:
-                        res_flows[res] = {fid}
-                    else:
-                        if members:
-                            if affected is None:
-                                affected = set(members)
-                            else:
-                                affected |= members
-                        members.add(fid)
-                fl = [share, base, now, 0, resources, sid, msg, latency, now, share, 0.0, base]
+                own = shard_own[sid]
+                if own:
+                    members = shard_flows[sid]
+                    if members:
+                        affected = set(members)
+                    members.add(fid)
+                else:
+                    for res in resources:
+                        members = res_flows[res]
+                        if members is None:
+                            res_flows[res] = {fid}
+                        else:
+                            if members:
+                                if affected is None:
+                                    affected = set(members)
+                                else:
+                                    affected |= members
+                            members.add(fid)
+                fl = [share, base, now, 0, resources, sid, msg, latency, now, share, 0.0, base, own]
                 flows.append(fl)
                 if affected:
                     fl[1] = rate_of(fl)
@@ -322,8 +358,12 @@ class _Simulator:
         def start(ag: _Agent, kind: str, k: int, secs: float) -> None:
             nonlocal seq
             ag.busy = True
-            ag.left = len(ag.cores)
             ag.op = (kind, k, ag.cause)
+            seq += 1
+            if ag.solo:
+                push(heap, (now + secs, seq, _SOLO, ag, now))
+                return
+            ag.left = len(ag.cores)
             ag.began = math.inf
             for core in ag.cores:
                 if core_busy[core]:
@@ -347,8 +387,10 @@ class _Simulator:
                         ag.debt = 0.0
                     return
                 ag.s += 1
-                ag.ops, ag.pc = self._program(ag, ag.s), 0
+                ag.ops, ag.base = self._program(ag, ag.s)
+                ag.pc = 0
             kind, k = ag.ops[ag.pc]
+            k += ag.base
             if kind == "F" or kind == "R":
                 for lk in ag.wait_in:
                     if k % lk.every == 0 and k not in lk.arrived_act:
@@ -366,7 +408,10 @@ class _Simulator:
                             if k % lk.every == 0:
                                 lk.sent += 1
                         ag.pc += 1
-                        begin(ag, kind, k, ag.t_fwd)
+                        secs = ag.t_fwd
+                        if ag.debt:
+                            kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
+                        start(ag, kind, k, secs)
                         credit = None
                         for lk in ag.wait_in:
                             if k % lk.every == 0 and lk.src.starved and not lk.src.busy:
@@ -376,7 +421,10 @@ class _Simulator:
                     ag.starved = True  # waits for a send slot: a consumer's F will call back
             elif kind == "A":
                 ag.pc += 1
-                begin(ag, "A", k, ag.t_bwd)
+                secs = ag.t_bwd
+                if ag.debt:
+                    kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
+                start(ag, kind, k, secs)
                 return
             elif kind == "B":
                 for lk in ag.bp_out:
@@ -386,21 +434,21 @@ class _Simulator:
                     for lk in ag.bp_out:
                         lk.arrived_grad.discard(k)
                     ag.pc += 1
-                    begin(ag, "B", k, ag.t_bwd)
+                    secs = ag.t_bwd
+                    if ag.debt:
+                        kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
+                    start(ag, kind, k, secs)
                     return
             else:
                 ag.pc += 1
-                begin(ag, "U", k, ag.t_upd)
+                secs = ag.t_upd
+                if ag.debt:
+                    kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
+                start(ag, kind, k, secs)
                 return
             if ag.debt:  # the program op waits: train the SG/SI models meanwhile
                 start(ag, ag.debt_kind, ag.debt_k, ag.debt)
                 ag.debt = 0.0
-
-        def begin(ag: _Agent, kind: str, k: int, secs: float) -> None:
-            if ag.debt:
-                kind, secs = ag.debt_kind + "+" + kind, secs + ag.debt
-                ag.debt = 0.0
-            start(ag, kind, k, secs)
 
         def finish(ag: _Agent) -> None:
             kind, k, cause = ag.op
@@ -410,7 +458,6 @@ class _Simulator:
                 trace.append({"name": f"{kind} {k}", "cat": "compute", "ph": "X", "ts": t0 * 1e6,
                               "dur": (now - t0) * 1e6, "pid": 0, "tid": ag.i})
             ag.busy = False
-            ag.last = rec
             last_kind = kind[-1]
             if last_kind == "F" or last_kind == "R":
                 for out in ag.out:
@@ -464,7 +511,15 @@ class _Simulator:
             now = item[0]
             events += 1
             kind = item[2]
-            if kind == _TASK:
+            if kind == _SOLO:
+                ag = item[3]
+                t0 = ag.began = item[4]
+                if now > win[0]:
+                    overlap = min(now, win[1]) - max(t0, win[0])
+                    if overlap > 0:
+                        solo_work[ag.i] += overlap
+                finish(ag)
+            elif kind == _TASK:
                 core, ag = item[3], item[4]
                 t0 = item[5]
                 if t0 < ag.began:
@@ -495,14 +550,20 @@ class _Simulator:
                     if overlap > 0:
                         shard_bytes[fl[5]] += fl[9] * overlap / (t_x - fl[8]) if t_x > fl[8] else fl[9]
                 affected = None
-                for res in fl[4]:
-                    members = res_flows[res]
+                if fl[12]:
+                    members = shard_flows[fl[5]]
                     members.discard(g)
                     if members:
-                        if affected is None:
-                            affected = set(members)
-                        else:
-                            affected |= members
+                        affected = set(members)
+                else:
+                    for res in fl[4]:
+                        members = res_flows[res]
+                        members.discard(g)
+                        if members:
+                            if affected is None:
+                                affected = set(members)
+                            else:
+                                affected |= members
                 if affected:
                     reprice(affected)
                 arrive(fl[6])
@@ -513,6 +574,10 @@ class _Simulator:
             raise SimulationError(
                 f"the simulation stopped with agents waiting: {', '.join(stuck[:8])} "
                 "(a cycle of links, or a link mode that leaves a forward without its input)")
+        for ag in self.agents:
+            if ag.solo:
+                for core in ag.cores:
+                    core_work[core] += solo_work[ag.i]
         res_bytes = [0.0] * n_res
         for sid, moved in enumerate(shard_bytes):
             for res in self.shards[sid]:
