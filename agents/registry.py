@@ -1,7 +1,8 @@
 """Finding agent kinds: by registered name, by entry point, or by import path.
 
 A topology names a kind in one of three ways:
-  * a registered name: the built-ins (`source`, `dense`, `conv`, `head`) and any class passed
+  * a registered name: the built-ins (`source`, `dense`, `conv`, `head`, `rnn`, `copy_task`,
+    `text`) and any class passed
     to `register`;
   * an entry point in the group `synthgrad.agents` of an installed distribution;
   * an import path `package.module:Class`.
@@ -20,6 +21,9 @@ BUILTIN = {
     "dense": "synthgrad.agents.layers:Dense",
     "conv": "synthgrad.agents.layers:Conv",
     "head": "synthgrad.agents.layers:Head",
+    "rnn": "synthgrad.agents.recurrent:RNN",
+    "copy_task": "synthgrad.agents.sequence_source:CopyTaskSource",
+    "text": "synthgrad.agents.sequence_source:TextSource",
 }
 _registered: dict[str, type] = {}
 
