@@ -142,6 +142,22 @@ def test_bootstrapped_target_is_the_gradient_at_the_next_windows_initial_state()
     assert metrics["sg_loss"] == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_sg_to_core_lets_the_regression_loss_reach_the_core():
+    data = windows(3)
+    grads = {}
+    for to_core in (False, True):
+        agent = make_agent(sg_to_core=to_core)
+        torch.nn.init.normal_(agent.module.sg.net[-1].weight, std=0.1)
+        for batch in data:
+            agent.module.zero_grad()
+            out = agent.forward({"x": batch["x"]})
+            loss, metrics = agent.loss(out, {"y": batch["y"], "mask": batch["mask"]})
+            loss.backward()
+        assert "sg_loss" in metrics
+        grads[to_core] = agent.module.cell.weight_hh.grad.clone()
+    assert not torch.allclose(grads[False], grads[True])
+
+
 def test_state_carries_across_windows_and_resets_on_episode_start():
     agent = make_agent(sg=False)
     x = torch.rand(B, T, WIDTH + 2)
