@@ -29,6 +29,7 @@ A message arrives its route's latency after its last byte leaves.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections import deque
@@ -76,7 +77,7 @@ class SimResult:
 class _Agent:
     __slots__ = ("i", "name", "cores", "every", "locked", "learns", "unlocked", "t_fwd", "t_bwd", "t_upd",
                  "wait_in", "grad_in", "out", "paced", "bp_out", "busy", "debt", "debt_kind",
-                 "debt_k", "left", "ops", "pc", "s", "op", "began", "cause", "starved", "solo", "base")
+                 "debt_k", "left", "ops", "pc", "s", "op", "began", "cause", "starved", "solo", "base", "fuse", "free_at")
 
     def __init__(self, i: int, name: str) -> None:
         self.i, self.name = i, name
@@ -85,6 +86,7 @@ class _Agent:
         self.debt_kind, self.debt_k = "G", 0
         self.began = math.inf
         self.starved = False  # its next F waits for a free slot in a send window
+        self.free_at = 0.0  # a solo agent's cores are busy with SG training until then
         self.ops: list = []
         self.pc = 0
         self.base = 0  # ops hold micro-steps relative to this
@@ -120,7 +122,16 @@ def simulate(placement: Placement, mode: str | None = "dni", microbatches: int =
     if microbatches < 1 or steps < 1:
         raise ValueError("microbatches and steps must be at least 1")
     sim = _Simulator(placement, mode, microbatches, schedule, steps, window, trace, trace_limit)
-    return sim.run()
+    # The event loop allocates millions of short-lived tuples and lists but never a reference
+    # cycle, so reference counting frees them all; the cycle collector would only re-scan the
+    # long-lived ones, over and over.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return sim.run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _Simulator:
@@ -264,6 +275,9 @@ class _Simulator:
         if last <= first:  # too few steps for a steady state: measure the whole run
             first, last = -1, steps - 1
         win = [0.0 if first < 0 else math.inf, math.inf]  # the window's start and end, once known
+        # Only the last mini-batch's critical path is reported: earlier records drop their
+        # causes, so the history behind them is freed as the run goes.
+        traced_from = last * self.M
         shard_bytes = [0.0] * len(self.shards)  # bytes each shard route moved in the window
         # A shard whose route no other shard touches contends only with its own messages: its
         # flows are tracked per shard, not per resource (the same shares, far fewer steps).
@@ -272,8 +286,27 @@ class _Simulator:
             for res in route:
                 use[res] += 1
         shard_own = [all(use[res] == 1 for res in route) for route in self.shards]
+        senders: list[set[int]] = [set() for _ in range(n_res)]  # agents sending over each resource
+        sender_of = [0] * len(self.shards)
+        for lk in self.links:
+            for shards, who in ((lk.fwd, lk.src.i), (lk.bwd, lk.dst.i)):
+                for sh in shards:
+                    if sh[0] is not None:
+                        sender_of[sh[4]] = who
+                        for res in sh[0]:
+                            senders[res].add(who)
+        # Routes only their sender uses (with its other messages): nobody else can start a flow
+        # on them while the sender computes.
+        sender_only = [all(senders[res] == {sender_of[sid]} for res in route) for sid, route in enumerate(self.shards)]
         shard_cap = [min(cap[res] for res in route) for route in self.shards]
         shard_flows: list[set[int]] = [set() for _ in self.shards]
+        # A decoupled agent alone on its cores, whose activations leave on private routes, runs
+        # F and B as one event: the activation's flows are scheduled to start at F's end (no
+        # one else can touch those routes meanwhile), B follows at once.  Same times, fewer
+        # events; SG training that arrives meanwhile runs after B instead of before it.
+        for ag in self.agents:
+            ag.fuse = (ag.solo and ag.learns and not ag.locked and not ag.unlocked and bool(ag.out)
+                       and all(sh[0] is not None and sender_only[sh[4]] for lk in ag.out for sh in lk.fwd))
         core_work = [0.0] * fabric.n_cores
         solo_work = [0.0] * len(self.agents)
         expected = [0] * steps
@@ -319,7 +352,7 @@ class _Simulator:
             (wormhole switching); `msg[0]` counts shards still to arrive."""
             nonlocal seq, messages
             messages += 1
-            msg = [len(shards), lk, k, kind, now, cause]
+            msg = [len(shards), lk, k, kind, now, cause if k >= traced_from else None]
             for resources, share, latency, base, sid in shards:
                 if resources is None:  # same core: a copy inside L1
                     seq += 1
@@ -358,10 +391,11 @@ class _Simulator:
         def start(ag: _Agent, kind: str, k: int, secs: float) -> None:
             nonlocal seq
             ag.busy = True
-            ag.op = (kind, k, ag.cause)
+            ag.op = (kind, k, ag.cause if k >= traced_from else None)
             seq += 1
             if ag.solo:
-                push(heap, (now + secs, seq, _SOLO, ag, now))
+                t0 = ag.free_at if ag.free_at > now else now
+                push(heap, (t0 + secs, seq, _SOLO, ag, t0, t0))
                 return
             ag.left = len(ag.cores)
             ag.began = math.inf
@@ -373,6 +407,72 @@ class _Simulator:
                     seq += 1
                     push(heap, (now + secs, seq, _TASK, core, ag, now))
 
+        def train(ag: _Agent) -> None:
+            """Run queued SG training while the agent waits.  A solo agent needs no event for
+            it: its cores are busy until `free_at`, and its next op starts no earlier."""
+            secs, ag.debt = ag.debt, 0.0
+            if not ag.solo:
+                start(ag, ag.debt_kind, ag.debt_k, secs)
+                return
+            t0 = ag.free_at if ag.free_at > now else now
+            ag.free_at = t1 = t0 + secs
+            if t1 > win[0]:
+                overlap = min(t1, win[1]) - max(t0, win[0])
+                if overlap > 0:
+                    solo_work[ag.i] += overlap
+            if trace_on and len(trace) < self.trace_limit:
+                trace.append({"name": f"{ag.debt_kind} {ag.debt_k}", "cat": "compute", "ph": "X",
+                              "ts": t0 * 1e6, "dur": secs * 1e6, "pid": 0, "tid": ag.i})
+
+        def idle_routes(ag: _Agent, k: int) -> bool:
+            """No flow holds any resource of the agent's activation routes at this step."""
+            for lk in ag.out:
+                if k % lk.every == 0:
+                    for resources, _, _, _, sid in lk.fwd:
+                        if shard_own[sid]:
+                            if shard_flows[sid]:
+                                return False
+                        else:
+                            for res in resources:
+                                if res_flows[res]:
+                                    return False
+            return True
+
+        def fused(ag: _Agent, kind: str, k: int, secs: float, cause) -> None:
+            """F and B of a decoupled agent as one event (see `fuse` above)."""
+            nonlocal seq, messages
+            t0 = ag.free_at if ag.free_at > now else now
+            mid = t0 + secs
+            rec = (ag.name, kind, k, t0, mid, cause) if k >= traced_from else None
+            if trace_on and len(trace) < self.trace_limit:
+                trace.append({"name": f"{kind} {k}", "cat": "compute", "ph": "X", "ts": t0 * 1e6,
+                              "dur": secs * 1e6, "pid": 0, "tid": ag.i})
+            for lk in ag.out:
+                if k % lk.every == 0:
+                    messages += 1
+                    msg = [len(lk.fwd), lk, k, "msg-act", mid, rec]
+                    for resources, share, latency, base, sid in lk.fwd:
+                        fid = len(flows)
+                        own = shard_own[sid]
+                        if own:
+                            shard_flows[sid].add(fid)
+                        else:
+                            for res in resources:
+                                members = res_flows[res]
+                                if members is None:
+                                    res_flows[res] = {fid}
+                                else:
+                                    members.add(fid)
+                        t_x = mid + share / base
+                        flows.append([share, base, mid, 0, resources, sid, msg, latency, mid, share, t_x, base, own])
+                        seq += 1
+                        push(heap, (t_x + latency, seq, _FLOW, fid, 0))
+            ag.pc += 1  # the B that follows
+            ag.busy = True
+            ag.op = ("B", k, rec)
+            seq += 1
+            push(heap, (mid + ag.t_bwd, seq, _SOLO, ag, t0, mid))
+
         def try_start(ag: _Agent, cause) -> None:
             """Start the agent's next op if it can.  Queued SG/SI training (`debt`) runs first:
             folded into the next F/B/U when that is ready, else on its own."""
@@ -383,8 +483,7 @@ class _Simulator:
             while ag.pc >= len(ag.ops):
                 if ag.s + 1 >= steps:
                     if ag.debt:
-                        start(ag, ag.debt_kind, ag.debt_k, ag.debt)
-                        ag.debt = 0.0
+                        train(ag)
                     return
                 ag.s += 1
                 ag.ops, ag.base = self._program(ag, ag.s)
@@ -392,7 +491,8 @@ class _Simulator:
             kind, k = ag.ops[ag.pc]
             k += ag.base
             if kind == "F" or kind == "R":
-                for lk in ag.wait_in:
+                wait = ag.wait_in
+                for lk in wait:
                     if k % lk.every == 0 and k not in lk.arrived_act:
                         break
                 else:
@@ -400,10 +500,6 @@ class _Simulator:
                         if k % lk.every == 0 and lk.sent - lk.consumed >= window:
                             break
                     else:
-                        for lk in ag.wait_in:  # consume the inputs: senders get a credit back
-                            if k % lk.every == 0:
-                                lk.arrived_act.discard(k)
-                                lk.consumed += 1
                         for lk in ag.out:
                             if k % lk.every == 0:
                                 lk.sent += 1
@@ -411,12 +507,20 @@ class _Simulator:
                         secs = ag.t_fwd
                         if ag.debt:
                             kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
-                        start(ag, kind, k, secs)
+                        if ag.fuse and idle_routes(ag, k):
+                            fused(ag, kind, k, secs, cause)
+                        else:
+                            start(ag, kind, k, secs)
                         credit = None
-                        for lk in ag.wait_in:
-                            if k % lk.every == 0 and lk.src.starved and not lk.src.busy:
-                                credit = credit or (ag.name, "credit", k, now, now, cause)
-                                try_start(lk.src, credit)
+                        for lk in wait:  # consume the inputs: their senders get a slot back
+                            if k % lk.every == 0:
+                                lk.arrived_act.discard(k)
+                                lk.consumed += 1
+                                src = lk.src
+                                if src.starved and not src.busy:
+                                    if credit is None and k >= traced_from:
+                                        credit = (ag.name, "credit", k, now, now, cause)
+                                    try_start(src, credit)
                         return
                     ag.starved = True  # waits for a send slot: a consumer's F will call back
             elif kind == "A":
@@ -446,14 +550,13 @@ class _Simulator:
                     kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
                 start(ag, kind, k, secs)
                 return
-            if ag.debt:  # the program op waits: train the SG/SI models meanwhile
-                start(ag, ag.debt_kind, ag.debt_k, ag.debt)
-                ag.debt = 0.0
+            if ag.debt:  # the program op waits: train the SG models meanwhile
+                train(ag)
 
         def finish(ag: _Agent) -> None:
             kind, k, cause = ag.op
             t0 = ag.began
-            rec = (ag.name, kind, k, t0, now, cause)
+            rec = (ag.name, kind, k, t0, now, cause) if k >= traced_from else None
             if trace_on and len(trace) < self.trace_limit:
                 trace.append({"name": f"{kind} {k}", "cat": "compute", "ph": "X", "ts": t0 * 1e6,
                               "dur": (now - t0) * 1e6, "pid": 0, "tid": ag.i})
@@ -484,7 +587,7 @@ class _Simulator:
             if msg[0]:
                 return
             _, lk, k, kind, t_sent, cause = msg
-            rec = (lk.name, kind, k, t_sent, now, cause)
+            rec = (lk.name, kind, k, t_sent, now, cause) if k >= traced_from else None
             if trace_on and len(trace) < self.trace_limit:
                 trace.append({"name": f"{kind[4:]} {k}", "cat": "message", "ph": "X", "ts": t_sent * 1e6,
                               "dur": (now - t_sent) * 1e6, "pid": 1, "tid": lk.i})
@@ -513,7 +616,8 @@ class _Simulator:
             kind = item[2]
             if kind == _SOLO:
                 ag = item[3]
-                t0 = ag.began = item[4]
+                t0 = item[4]  # busy since; the op itself began at item[5]
+                ag.began = item[5]
                 if now > win[0]:
                     overlap = min(now, win[1]) - max(t0, win[0])
                     if overlap > 0:
