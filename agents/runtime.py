@@ -110,6 +110,8 @@ class AgentProcess:
         spec, self.endpoints = welcome.meta["spec"], welcome.meta["endpoints"]
         self.run_dir = Path(welcome.meta["run_dir"])
         self.hwm = spec["run"]["hwm"]
+        if spec.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {spec["cpu"]})  # `synthgrad run --pin`: follow the placement
         agent = resolve_kind(spec["kind"])(self.name, spec["params"])
         self.core = AgentCore(agent, spec)
         own = self.endpoints[self.name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -42,7 +43,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .rundir import RunDir
     from .supervisor import Interrupted, RunFailed, Supervisor
 
+    placement = None
+    if args.fabric or args.pin:
+        try:
+            placement = _place_for_run(topology, plan, args)
+        except ValueError as err:  # unknown preset or method, or agents that do not fit
+            print(f"synthgrad run: {err}", file=sys.stderr)
+            return EXIT_CONFIG
     run_dir = RunDir(args.runs_dir or topology.run["runs_dir"], topology.run["name"])
+    if placement is not None:
+        run_dir.write_json("placement.json", placement)
     shutil.copy(args.file, run_dir.path / "topology.toml")
     run_dir.write_json(
         "config.json",
@@ -82,6 +92,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _place_for_run(topology, plan, args) -> dict:
+    """Place the agents on the modelled fabric; with --pin, give each agent a host CPU.
+
+    Agents that are neighbours on the fabric share a CPU (fabric.cpu_plan), so the host
+    run mirrors the placement the model chose.
+    """
+    from .fabric import cpu_plan, place_topology
+
+    placement = place_topology(topology, args.fabric or "wormhole_n150", args.place_method, seconds=2.0)
+    record = placement.as_dict()
+    if args.pin:
+        cpus = cpu_plan(placement, sorted(os.sched_getaffinity(0)))
+        for name, cpu in cpus.items():
+            plan.specs[name]["cpu"] = cpu
+        record["cpus"] = cpus
+    return record
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     from ..agents.registry import known_kinds
 
@@ -113,7 +141,8 @@ EXAMPLES = {
     "run": """examples:
   synthgrad run examples/mnist_dni.toml
   synthgrad run examples/mnist_cdni.toml --set run.steps=500 --set run.seed=3 --json
-  synthgrad run examples/mnist_backprop.toml --set link_defaults.mode=dni""",
+  synthgrad run examples/mnist_backprop.toml --set link_defaults.mode=dni
+  synthgrad run examples/mnist_dni.toml --fabric wormhole_n150 --pin""",
     "compose": """examples:
   synthgrad compose runs/mnist-dni-20261124-101500 --out model.pt
   python -c "import torch; m = torch.export.load('model.pt').module(); print(m)\"""",
@@ -137,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--runs-dir", help="where run directories go (default: run.runs_dir, 'runs')")
+    run.add_argument("--fabric", metavar="PRESET", help="place the agents on this modelled fabric and record placement.json")
+    run.add_argument("--place-method", default="greedy", metavar="M", help="placement method for --fabric (default: greedy)")
+    run.add_argument("--pin", action="store_true", help="pin each agent process to a host CPU following the placement")
     run.set_defaults(func=cmd_run)
 
     compose = verbs.add_parser(
