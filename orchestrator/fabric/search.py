@@ -367,7 +367,7 @@ def anneal(problem: Problem, start: np.ndarray | None = None, iterations: int | 
 
 
 def exact(problem: Problem, upper: np.ndarray | None = None, max_nodes: int = 2_000_000,
-          max_cores: int = 16, max_units: int = 16) -> tuple[np.ndarray, dict]:
+          max_cores: int = 16, max_units: int = 24) -> tuple[np.ndarray, dict]:
     """Branch and bound over all placements of a small problem (the optimality reference).
 
     The bound is the cost of the flows already placed plus, for every flow not yet placed,

@@ -115,3 +115,19 @@ def test_placement_respects_sram_capacity(chain):
     w = chain(12, sram=0.8e6)  # two of these never fit one 1.35 MB core
     pl = place(w, "tiny_4x4", "anneal", seconds=0.5)
     assert len(set(pl.unit_core.tolist())) == 12
+
+
+def test_place_topology_and_cpu_plan_for_the_run_command(tmp_path):
+    from synthgrad.orchestrator.config import load_topology
+    from synthgrad.orchestrator.fabric import cpu_plan, place_topology
+
+    path = tmp_path / "t.toml"
+    path.write_text('[run]\nsteps = 1\nbatch_size = 64\n[agents.source]\nkind = "source"\n'
+                    '[agents.l1]\nkind = "dense"\nwidth = 64\n[agents.l2]\nkind = "dense"\nwidth = 64\n'
+                    '[agents.head]\nkind = "head"\nclasses = 10\n[[links]]\nfrom = "source.x"\nto = "l1"\n'
+                    '[[links]]\nfrom = "l1"\nto = "l2"\n[[links]]\nfrom = "l2"\nto = "head"\n')
+    pl = place_topology(load_topology(path), "wormhole_n150", "greedy")
+    assert set(pl.as_dict()["placement"]) == {"source", "l1", "l2", "head"}
+    plan = cpu_plan(pl, [4, 5])
+    assert set(plan) == {"source", "l1", "l2", "head"} and set(plan.values()) <= {4, 5}
+    assert len(set(plan.values())) == 2  # the work is spread over both CPUs
