@@ -1,6 +1,6 @@
 """Wire benchmark: raw pyzmq against synthgrad's codec and transport, two processes over ipc.
 
-    .venv/bin/python benchmarks/wire.py                  # full run, a table (about a minute)
+    .venv/bin/python benchmarks/wire.py                  # full run, a table (one to two minutes)
     .venv/bin/python benchmarks/wire.py --json           # the same as JSON
     .venv/bin/python benchmarks/wire.py --quick --json   # a few seconds; what CI runs
 
@@ -326,7 +326,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test for CI")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="measurement pairs per size (default 5, quick 1)")
+                        help="measurement pairs per size (default 7, quick 1)")
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="BYTES",
                         help=f"payload sizes, multiples of 4 (default: {SIZES})")
     parser.add_argument("--inline-threshold", type=int, default=DEFAULT_INLINE_THRESHOLD,
@@ -339,7 +339,7 @@ def main() -> None:
     if args.peer:
         serve(args.peer)
         return
-    repeats = args.repeats or (1 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 7)
     report = {
         "command": " ".join(["python", "benchmarks/wire.py", *sys.argv[1:]]),
         "date": datetime.date.today().isoformat(),

@@ -6,8 +6,9 @@ attribute is free, whereas asking the socket for ``RCVMORE`` costs about 1 us in
 builds an enum per call): more than a whole copying receive of a small frame.  (The cost per
 small message, measured in one process: recv(copy=True) + RCVMORE 1.8-2.1 us, recv(copy=False)
 + .more + .bytes 1.3 us.)  Frame 0
-is then copied into ``bytes`` (it is small; inline tensors view it, aligned and read-only);
-tensor frames are viewed in place (zero-copy).
+is then copied into ``bytes`` when small (cheap, and inline tensors then view an aligned,
+immutable buffer) and viewed in place when large (a sender may inline big tensors); tensor
+frames are always viewed in place (zero-copy).
 """
 
 import time
@@ -22,6 +23,12 @@ from .message import Message
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 _POLLIN = zmq.POLLIN
+# Frame 0 this big or bigger is viewed in place rather than copied into bytes.
+_VIEW_FRAME0_FROM = 16 * 1024
+
+
+def _frame0(frame: zmq.Frame) -> bytes | zmq.Frame:
+    return frame.bytes if len(frame) < _VIEW_FRAME0_FROM else frame
 
 
 def send_message(
@@ -73,8 +80,8 @@ def recv_message(
     if first is None:
         return None
     if first.more:
-        return decode(_recv_rest(sock, first.bytes, limits), limits)
-    return decode((first.bytes,), limits)
+        return decode(_recv_rest(sock, _frame0(first), limits), limits)
+    return decode((_frame0(first),), limits)
 
 
 def send_routed(
@@ -114,13 +121,13 @@ def recv_routed(
     frame0 = sock.recv(copy=False)
     try:
         if frame0.more:
-            return identity, decode(_recv_rest(sock, frame0.bytes, limits), limits)
-        return identity, decode((frame0.bytes,), limits)
+            return identity, decode(_recv_rest(sock, _frame0(frame0), limits), limits)
+        return identity, decode((_frame0(frame0),), limits)
     except ProtocolError as exc:
         raise ProtocolError(f"from {identity!r}: {exc}") from exc
 
 
-def _recv_rest(sock: zmq.Socket, frame0: bytes, limits: Limits) -> list:
+def _recv_rest(sock: zmq.Socket, frame0: bytes | zmq.Frame, limits: Limits) -> list:
     """Frame 0 and the frames after it, up to the end of the multipart message.
 
     libzmq delivers a multipart message whole, so these receives never wait.  Frames beyond

@@ -137,6 +137,19 @@ def test_tcp_port_zero_resolves_and_carries_messages(ctx: zmq.Context) -> None:
     assert (msg.tensors["x"] == 5).all()
 
 
+def test_big_inline_tensors_are_received_without_copying_frame_zero(ctx: zmq.Context, ns: IpcNamespace) -> None:
+    pull, endpoint = bind_pull(ctx, ns.endpoint("p"))
+    push = connect_push(ctx, endpoint)
+    tensors = {"big": np.arange(50_000, dtype=np.float64), "small": np.arange(3, dtype=np.int8)}
+    send_message(push, Message(Kind.ACT, src="a", port="in", tensors=tensors), inline_threshold=1 << 30)
+    msg = recv_message(pull, WAIT)
+    for name, arr in tensors.items():
+        got = msg.tensors[name]
+        assert got.tolist() == arr.tolist()
+        assert got.flags.aligned and not got.flags.writeable
+    assert isinstance(msg.tensors["big"].base, memoryview)  # a view of the zmq frame, not bytes
+
+
 def test_sockets_have_linger_zero_hwm_and_size_limit(ctx: zmq.Context, ns: IpcNamespace) -> None:
     limits = Limits(max_message_bytes=12345)
     pull, endpoint = bind_pull(ctx, ns.endpoint("p"), hwm=7, limits=limits)
