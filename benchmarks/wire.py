@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,8 +98,20 @@ class Link:
 # ----------------------------------------------------------------------------- peer side
 
 
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (else: after WAIT_MS)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def serve(ns_path: str) -> None:
     """The second process: sink or echo messages as the first one asks."""
+    die_with_parent()
     link = Link(IpcNamespace.attach(ns_path), "peer", "main")
     try:
         link.tell(op="ready")
@@ -334,6 +347,9 @@ def main() -> None:
                         f"frames of their own (default {DEFAULT_INLINE_THRESHOLD})")
     parser.add_argument("--peer", metavar="IPC_DIR", help=argparse.SUPPRESS)  # internal role
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so that run()'s cleanup stops the peer and removes the
+    # ipc directory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if any(size < 4 or size % 4 for size in args.sizes):
         parser.error("--sizes must be positive multiples of 4 (the payload is float32)")
     if args.peer:
