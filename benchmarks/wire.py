@@ -13,8 +13,8 @@ For each payload size the same two processes measure --repeats back-to-back pair
 Throughput is messages sent back to back until the receiver acknowledges the last one.  Round
 trip is one 64-byte message there and one back (raw: echo the bytes; synthgrad: answer the
 ACT with a GRAD carrying the received tensor).  Both use the same high-water marks
-(synthgrad's DEFAULT_HWM) so that ratios isolate the codec and transport.  Rates are medians
-over the pairs and the ratio is the median of the per-pair ratios (with its range), so a
+(synthgrad's DEFAULT_HWM) so that ratios isolate the codec and transport.  A row reports the
+pair with the median ratio (and the range of all ratios; the JSON has every pair), so a
 burst of background load on this shared 2-core machine moves one pair, not the result.
 Compare ratios, which are taken in one run, not absolutes.
 Neither process imports torch; the JSON says whether either did.
@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -244,24 +243,24 @@ def measure(link: Link, quick: bool, repeats: int, sizes: list[int], inline: int
         n = count(size, quick)
         throughput(link, "raw", size, max(n // 10, 1))  # warm up both paths
         throughput(link, "synthgrad", size, max(n // 10, 1), inline)
-        rates: dict[str, list[float]] = {"raw": [], "synthgrad": []}
-        ratios = []
+        pairs = []
         for rep in range(repeats):
             # Back-to-back pairs in alternating order: the ratio of a pair sees the same
-            # background load on both sides, and the median of the pairs drops outliers.
+            # background load on both sides, and the median pair drops the outliers.
             order = ("raw", "synthgrad") if rep % 2 == 0 else ("synthgrad", "raw")
             pair = {impl: throughput(link, impl, size, n, inline) for impl in order}
-            for impl, rate in pair.items():
-                rates[impl].append(rate)
-            ratios.append(pair["synthgrad"] / pair["raw"])
+            pair["ratio"] = pair["synthgrad"] / pair["raw"]
+            pairs.append(pair)
+        ratios = [pair["ratio"] for pair in pairs]
+        median = sorted(pairs, key=lambda pair: pair["ratio"])[(len(pairs) - 1) // 2]
         row = {"size": size, "label": label(size), "messages": n}
-        for impl, values in rates.items():
-            rate = statistics.median(values)
-            row[impl] = {"msgs_per_s": rate, "gb_per_s": rate * size / 1e9}
+        for impl in ("raw", "synthgrad"):  # the figures of the median pair, so they agree
+            row[impl] = {"msgs_per_s": median[impl], "gb_per_s": median[impl] * size / 1e9}
         row["raw"]["frames"] = 1 if size <= SINGLE_FRAME_MAX else 2
         row["synthgrad"]["frames"] = 1 if size < inline else 2
-        row["ratio"] = statistics.median(ratios)
+        row["ratio"] = median["ratio"]
         row["ratio_min"], row["ratio_max"] = min(ratios), max(ratios)
+        row["pairs"] = pairs
         rows.append(row)
         log(f"{label(size):>7}: ratio {row['ratio']:.2f} (pairs {', '.join(f'{r:.2f}' for r in ratios)})")
     # Round trips in short alternating chunks, so that both see the same background load.
