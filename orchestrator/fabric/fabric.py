@@ -14,6 +14,7 @@ router) and 4*W*H NIU ports (inject/absorb per NoC per tile), then the Ethernet 
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -254,6 +255,13 @@ class Fabric:
         if self.spec.chips > 1:
             d += self.eth_weight * self.eth_hops[self.core_chip[:, None], self.core_chip[None, :]]
         return d
+
+    @cached_property
+    def distance_flat(self) -> array:
+        """`distance` as a flat array of Python floats: fast scalar reads in local search."""
+        flat = array("d")
+        flat.frombytes(np.ascontiguousarray(self.distance, dtype=np.float64).tobytes())
+        return flat
 
     @cached_property
     def hops(self) -> np.ndarray:

@@ -50,10 +50,6 @@ class Problem:
     def n_units(self) -> int:
         return len(self.unit_agent)
 
-    def fits(self, core: int, unit: int, sram_used: np.ndarray, load_used: np.ndarray) -> bool:
-        return (sram_used[core] + self.unit_sram[unit] <= self.fabric.spec.usable_sram_bytes
-                and load_used[core] + self.unit_load[unit] <= self.load_cap)
-
 
 def compute_seconds(fabric: Fabric, flops: float, rows: int) -> float:
     """Time one core takes for `flops` FLOPs with `rows` matrix rows (0: no skinny derating)."""

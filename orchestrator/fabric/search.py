@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from array import array
 
 import numpy as np
 
@@ -20,18 +19,6 @@ from .placement import Problem, link_weights, no_room
 
 NEAR = 12  # candidate cores per core: the nearest ones
 _TIE = 1e-9  # relative tolerance for "this link carries the maximum load"
-_FLAT: dict[int, array] = {}
-
-
-def _flat_distance(fabric) -> array:
-    """The fabric's distance matrix as a flat array of Python floats (fast scalar reads)."""
-    hit = _FLAT.get(id(fabric))
-    if hit is None:
-        hit = array("d")
-        hit.frombytes(np.ascontiguousarray(fabric.distance, dtype=np.float64).tobytes())
-        _FLAT.clear()
-        _FLAT[id(fabric)] = hit
-    return hit
 
 
 class _State:
@@ -42,7 +29,7 @@ class _State:
         f = problem.fabric
         self.n = f.n_cores
         self.core = [int(c) for c in unit_core]
-        self.D = _flat_distance(f)
+        self.D = f.distance_flat
         self.src = problem.e_src.tolist()
         self.dst = problem.e_dst.tolist()
         self.nbytes = problem.e_bytes.tolist()

@@ -96,7 +96,7 @@ class _Agent:
 
 
 class _Link:
-    __slots__ = ("i", "src", "dst", "mode", "every", "nbytes", "fwd", "bwd", "arrived_act",
+    __slots__ = ("i", "src", "dst", "mode", "every", "fwd", "bwd", "arrived_act",
                  "arrived_grad", "sent", "consumed", "t_g", "name")
 
     def __init__(self, i: int) -> None:
@@ -182,7 +182,7 @@ class _Simulator:
         for j, spec in enumerate(wl.links):
             lk = _Link(j)
             lk.src, lk.dst = self.agents[wl.index[spec.src]], self.agents[wl.index[spec.dst]]
-            lk.mode, lk.every, lk.nbytes = spec.mode, wl.every(spec), spec.bytes
+            lk.mode, lk.every = spec.mode, wl.every(spec)
             lk.name = f"{spec.src}->{spec.dst}"
             lk.t_g = compute_seconds(fabric, spec.sg_train_flops, wl.agents[lk.src.i].rows) / len(lk.src.cores)
             lk.fwd = self._subflows(lk.src.cores, lk.dst.cores, spec.bytes)
@@ -254,6 +254,35 @@ class _Simulator:
             ops += [("B", k) for k in ks[len(ks) - warm :]]
         return ops + [("U", ks[-1])]
 
+    def _classify_routes(self, cap: list[float]) -> tuple[list[bool], list[float]]:
+        """Which shard routes are private, and which agents may fuse F and B into one event.
+
+        A shard whose route no other shard touches contends only with its own messages, so
+        its flows are tracked per shard, not per resource (the same shares, far fewer steps).
+        A decoupled agent alone on its cores whose activation routes only it sends over (with
+        its other messages) runs F and B as one event: the activation's flows are scheduled to
+        start at F's end (nobody else can start a flow on those routes meanwhile) and B follows
+        at once.  Same times, fewer events; SG training that arrives meanwhile runs after B.
+        """
+        n_res = self.fabric.n_resources
+        use = [0] * n_res
+        senders: list[set[int]] = [set() for _ in range(n_res)]
+        sender_of = [0] * len(self.shards)
+        for lk in self.links:
+            for shards, who in ((lk.fwd, lk.src.i), (lk.bwd, lk.dst.i)):
+                for resources, *_, sid in shards:
+                    if resources is not None:
+                        sender_of[sid] = who
+                        for res in resources:
+                            use[res] += 1
+                            senders[res].add(who)
+        own = [all(use[res] == 1 for res in route) for route in self.shards]
+        sender_only = [all(senders[res] == {sender_of[sid]} for res in route) for sid, route in enumerate(self.shards)]
+        for ag in self.agents:
+            ag.fuse = (ag.solo and ag.learns and not ag.locked and not ag.unlocked and bool(ag.out)
+                       and all(sh[0] is not None and sender_only[sh[4]] for lk in ag.out for sh in lk.fwd))
+        return own, [min(cap[res] for res in route) for route in self.shards]
+
     # --------------------------------------------------------------------- run
 
     def run(self) -> SimResult:
@@ -279,34 +308,8 @@ class _Simulator:
         # causes, so the history behind them is freed as the run goes.
         traced_from = last * self.M
         shard_bytes = [0.0] * len(self.shards)  # bytes each shard route moved in the window
-        # A shard whose route no other shard touches contends only with its own messages: its
-        # flows are tracked per shard, not per resource (the same shares, far fewer steps).
-        use = [0] * n_res
-        for route in self.shards:
-            for res in route:
-                use[res] += 1
-        shard_own = [all(use[res] == 1 for res in route) for route in self.shards]
-        senders: list[set[int]] = [set() for _ in range(n_res)]  # agents sending over each resource
-        sender_of = [0] * len(self.shards)
-        for lk in self.links:
-            for shards, who in ((lk.fwd, lk.src.i), (lk.bwd, lk.dst.i)):
-                for sh in shards:
-                    if sh[0] is not None:
-                        sender_of[sh[4]] = who
-                        for res in sh[0]:
-                            senders[res].add(who)
-        # Routes only their sender uses (with its other messages): nobody else can start a flow
-        # on them while the sender computes.
-        sender_only = [all(senders[res] == {sender_of[sid]} for res in route) for sid, route in enumerate(self.shards)]
-        shard_cap = [min(cap[res] for res in route) for route in self.shards]
-        shard_flows: list[set[int]] = [set() for _ in self.shards]
-        # A decoupled agent alone on its cores, whose activations leave on private routes, runs
-        # F and B as one event: the activation's flows are scheduled to start at F's end (no
-        # one else can touch those routes meanwhile), B follows at once.  Same times, fewer
-        # events; SG training that arrives meanwhile runs after B instead of before it.
-        for ag in self.agents:
-            ag.fuse = (ag.solo and ag.learns and not ag.locked and not ag.unlocked and bool(ag.out)
-                       and all(sh[0] is not None and sender_only[sh[4]] for lk in ag.out for sh in lk.fwd))
+        shard_own, shard_cap = self._classify_routes(cap)
+        shard_flows: list[set[int]] = [set() for _ in self.shards]  # flows on each private route
         core_work = [0.0] * fabric.n_cores
         solo_work = [0.0] * len(self.agents)
         expected = [0] * steps

@@ -131,3 +131,13 @@ def test_place_topology_and_cpu_plan_for_the_run_command(tmp_path):
     plan = cpu_plan(pl, [4, 5])
     assert set(plan) == {"source", "l1", "l2", "head"} and set(plan.values()) <= {4, 5}
     assert len(set(plan.values())) == 2  # the work is spread over both CPUs
+
+
+def test_annealing_never_ends_worse_than_its_greedy_start_after_other_fabrics():
+    # Regression: search caches once keyed by id(fabric) handed a freed fabric's distances
+    # to a new fabric that reused the id.
+    for name in ("wormhole_t3000", "tiny_4x4", "wormhole_n150", "tiny_4x4"):
+        problem = build_problem(random_workload(12, 5, 4), Fabric.from_name(name))
+        greedy = place_problem(problem, "greedy", seconds=0.5)
+        sa = place_problem(problem, "anneal", seconds=0.5)
+        assert sa.cost["objective"] <= greedy.cost["objective"] * (1 + 1e-9)
