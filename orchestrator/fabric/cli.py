@@ -26,7 +26,7 @@ _KNOWN = f"presets: {', '.join(preset_names())} (or a fabric .toml file, see doc
 PLACE_EXAMPLES = f"""examples:
   synthgrad place examples/chain64.toml --fabric wormhole_t3000
   synthgrad place examples/chain64.toml --fabric wormhole_galaxy --method row-major --png rowmajor.png
-  synthgrad place examples/two_timescale_fabric.toml --fabric wormhole_n150 --method exact --json
+  synthgrad place examples/two_timescale_fabric.toml --fabric tiny_4x4 --method exact --json
   synthgrad place examples/mnist_dni.toml --fabric my_chip.toml --set run.batch_size=64
 
 {_KNOWN}"""

@@ -58,6 +58,13 @@ def compute_seconds(fabric: Fabric, flops: float, rows: int) -> float:
     return flops / (s.core_flops_per_s * s.efficiency * skinny)
 
 
+def shard_pairs(src: list[int], dst: list[int]) -> list[tuple[int, int]]:
+    """A message between agents split into pieces travels as max(n_src, n_dst) equal shards,
+    shard j from piece j mod n_src to piece j mod n_dst."""
+    k = max(len(src), len(dst))
+    return [(src[j % len(src)], dst[j % len(dst)]) for j in range(k)]
+
+
 def build_problem(workload: Workload, fabric: Fabric, microbatches: int = 1, schedule: str = "gpipe",
                   share_slack: float = 0.1, lam: float = DEFAULT_LAM) -> Problem:
     """Split agents into units by SRAM and list the flows between units.
@@ -98,11 +105,9 @@ def build_problem(workload: Workload, fabric: Fabric, microbatches: int = 1, sch
     for src, dst, nbytes, every in flows(workload):
         i, j = workload.index[src], workload.index[dst]
         out_bytes[i] = max(out_bytes[i], nbytes / every)
-        us, ud = agent_units[i], agent_units[j]
-        k_max = max(len(us), len(ud))
-        for k in range(k_max):
-            key = (us[k % len(us)], ud[k % len(ud)])
-            edges[key] = edges.get(key, 0.0) + nbytes / every / k_max
+        pairs = shard_pairs(agent_units[i], agent_units[j])
+        for key in pairs:
+            edges[key] = edges.get(key, 0.0) + nbytes / every / len(pairs)
     for i, units in enumerate(agent_units):  # ring all-gather among the pieces of a split agent
         n = len(units)
         if n > 1:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from .costs import GRADIENT_MODES, SCHEDULES, depth_to_sink, phases
 from .errors import UnknownName
-from .placement import Placement, compute_seconds
+from .placement import Placement, compute_seconds, shard_pairs
 
 SIM_MODES = ("backprop", "dni", "unlocked")
 _TASK, _FLOW, _ARRIVE, _SOLO = 0, 1, 2, 3
@@ -207,12 +207,11 @@ class _Simulator:
         self.trace: list[dict] = []
 
     def _subflows(self, a_cores: list[int], b_cores: list[int], nbytes: float) -> list[tuple]:
-        """A message between split agents travels as max(n_a, n_b) equal shards."""
-        k = max(len(a_cores), len(b_cores))
+        """The shards of one message (placement.shard_pairs): route, bytes, latency, rate, id."""
+        pairs = shard_pairs(a_cores, b_cores)
         out = []
-        for j in range(k):
-            a, b = a_cores[j % len(a_cores)], b_cores[j % len(b_cores)]
-            share = nbytes / k
+        for a, b in pairs:
+            share = nbytes / len(pairs)
             if a == b:
                 out.append((None, share, 0.0, math.inf, -1))
             else:
