@@ -349,6 +349,28 @@ class _Simulator:
                 seq += 1
                 push(heap, (fl[10] + fl[7], seq, _FLOW, g, fl[3]))
 
+        def hold(fid: int, resources: tuple[int, ...], sid: int) -> set[int] | None:
+            """Put flow `fid` on its route; return the flows it now shares a resource with."""
+            affected = None
+            if shard_own[sid]:
+                members = shard_flows[sid]
+                if members:
+                    affected = set(members)
+                members.add(fid)
+                return affected
+            for res in resources:
+                members = res_flows[res]
+                if members is None:
+                    res_flows[res] = {fid}
+                    continue
+                if members:
+                    if affected is None:
+                        affected = set(members)
+                    else:
+                        affected |= members
+                members.add(fid)
+            return affected
+
         def send(lk: _Link, shards: list, k: int, kind: str, cause) -> None:
             """Start a message: one flow per shard, each holding its route until it arrives
             (wormhole switching); `msg[0]` counts shards still to arrive."""
@@ -361,25 +383,8 @@ class _Simulator:
                     push(heap, (now, seq, _ARRIVE, msg))
                     continue
                 fid = len(flows)
-                affected = None
                 own = shard_own[sid]
-                if own:
-                    members = shard_flows[sid]
-                    if members:
-                        affected = set(members)
-                    members.add(fid)
-                else:
-                    for res in resources:
-                        members = res_flows[res]
-                        if members is None:
-                            res_flows[res] = {fid}
-                        else:
-                            if members:
-                                if affected is None:
-                                    affected = set(members)
-                                else:
-                                    affected |= members
-                            members.add(fid)
+                affected = hold(fid, resources, sid)
                 fl = [share, base, now, 0, resources, sid, msg, latency, now, share, 0.0, base, own]
                 flows.append(fl)
                 if affected:
@@ -391,7 +396,10 @@ class _Simulator:
                     reprice(affected)
 
         def start(ag: _Agent, kind: str, k: int, secs: float) -> None:
+            """Start an op; queued SG training runs first, as part of it."""
             nonlocal seq
+            if ag.debt:
+                kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
             ag.busy = True
             ag.op = (kind, k, ag.cause if k >= traced_from else None)
             seq += 1
@@ -441,8 +449,10 @@ class _Simulator:
             return True
 
         def fused(ag: _Agent, kind: str, k: int, secs: float, cause) -> None:
-            """F and B of a decoupled agent as one event (see `fuse` above)."""
+            """F and B of a decoupled agent as one event (see `_classify_routes`)."""
             nonlocal seq, messages
+            if ag.debt:
+                kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
             t0 = ag.free_at if ag.free_at > now else now
             mid = t0 + secs
             rec = (ag.name, kind, k, t0, mid, cause) if k >= traced_from else None
@@ -456,15 +466,7 @@ class _Simulator:
                     for resources, share, latency, base, sid in lk.fwd:
                         fid = len(flows)
                         own = shard_own[sid]
-                        if own:
-                            shard_flows[sid].add(fid)
-                        else:
-                            for res in resources:
-                                members = res_flows[res]
-                                if members is None:
-                                    res_flows[res] = {fid}
-                                else:
-                                    members.add(fid)
+                        hold(fid, resources, sid)  # the routes are idle: nobody to reprice
                         t_x = mid + share / base
                         flows.append([share, base, mid, 0, resources, sid, msg, latency, mid, share, t_x, base, own])
                         seq += 1
@@ -506,13 +508,10 @@ class _Simulator:
                             if k % lk.every == 0:
                                 lk.sent += 1
                         ag.pc += 1
-                        secs = ag.t_fwd
-                        if ag.debt:
-                            kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
                         if ag.fuse and idle_routes(ag, k):
-                            fused(ag, kind, k, secs, cause)
+                            fused(ag, kind, k, ag.t_fwd, cause)
                         else:
-                            start(ag, kind, k, secs)
+                            start(ag, kind, k, ag.t_fwd)
                         credit = None
                         for lk in wait:  # consume the inputs: their senders get a slot back
                             if k % lk.every == 0:
@@ -527,10 +526,7 @@ class _Simulator:
                     ag.starved = True  # waits for a send slot: a consumer's F will call back
             elif kind == "A":
                 ag.pc += 1
-                secs = ag.t_bwd
-                if ag.debt:
-                    kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
-                start(ag, kind, k, secs)
+                start(ag, kind, k, ag.t_bwd)
                 return
             elif kind == "B":
                 for lk in ag.bp_out:
@@ -540,17 +536,11 @@ class _Simulator:
                     for lk in ag.bp_out:
                         lk.arrived_grad.discard(k)
                     ag.pc += 1
-                    secs = ag.t_bwd
-                    if ag.debt:
-                        kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
-                    start(ag, kind, k, secs)
+                    start(ag, kind, k, ag.t_bwd)
                     return
             else:
                 ag.pc += 1
-                secs = ag.t_upd
-                if ag.debt:
-                    kind, secs, ag.debt = ag.debt_kind + "+" + kind, secs + ag.debt, 0.0
-                start(ag, kind, k, secs)
+                start(ag, kind, k, ag.t_upd)
                 return
             if ag.debt:  # the program op waits: train the SG models meanwhile
                 train(ag)

@@ -48,7 +48,8 @@ def test_exact_is_a_lower_bound_for_every_heuristic(seed):
     best = place_problem(problem, "exact")
     assert best.notes["proven_optimal"]
     for method in ("row-major", "snake", "greedy", "anneal"):
-        assert place_problem(problem, method, seconds=0.5).cost["objective"] >= best.cost["objective"] * (1 - 1e-9)
+        heuristic = place_problem(problem, method, seconds=0.5)
+        assert heuristic.cost["objective"] >= best.cost["objective"] * (1 - 1e-9)
 
 
 def test_annealing_beats_row_major_on_a_tangled_graph():
