@@ -143,9 +143,9 @@ PROCESS = ["--set", 'agents.source.dataset="digits"', "--set", "run.batch_size=6
 @pytest.mark.parametrize(
     ("example", "extra", "threshold"),
     [
-        ("mnist_unlocked.toml", ["run.steps=150", "run.lr=3e-3"], 0.8),
-        ("mnist_cnn_cdni.toml", ["run.steps=150", "run.lr=3e-3", "agents.c1.channels=8", "agents.c2.channels=16"], 0.8),
-        ("mnist_dni.toml", ["run.steps=150", "run.lr=3e-3", "link_defaults.lambda=0.5", "link_defaults.p_update=0.5"], 0.8),
+        ("mnist_unlocked.toml", ["run.steps=300", "run.lr=3e-3"], 0.8),
+        ("mnist_cnn_cdni.toml", ["run.steps=300", "run.lr=3e-3", "agents.c1.channels=8", "agents.c2.channels=16"], 0.8),
+        ("mnist_dni.toml", ["run.steps=300", "run.lr=3e-3", "link_defaults.lambda=0.5", "link_defaults.p_update=0.5"], 0.8),
     ],
     ids=["unlocked", "cnn-cdni", "bp-lambda-sparse"],
 )
