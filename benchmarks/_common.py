@@ -171,6 +171,29 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / CLK_TCK  # guest time is already inside user time
 
 
+def others_busy_cores(window_s: float = 1.0) -> float:
+    """Cores the whole machine kept busy over the next `window_s` seconds, this process aside."""
+    t0, busy0, own0 = time.perf_counter(), machine_busy_seconds(), time.process_time()
+    time.sleep(window_s)
+    wall = time.perf_counter() - t0
+    return max(machine_busy_seconds() - busy0 - (time.process_time() - own0), 0.0) / wall
+
+
+def wait_until_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0):
+    """Wait up to `max_wait_s` until other work keeps at most `threshold` cores busy.
+
+    On a machine shared with other people's jobs this gives a measurement its best chance.
+    Returns the busy cores last seen (None when `max_wait_s` is 0: no waiting, no sampling).
+    """
+    if max_wait_s <= 0:
+        return None
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        busy = others_busy_cores(window_s)
+        if busy <= threshold or time.monotonic() >= deadline:
+            return busy
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root` in the process tree (children, grandchildren, ...)."""
     children: dict[int, list[int]] = {}

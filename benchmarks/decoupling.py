@@ -1,29 +1,31 @@
 """Decoupling benchmark: what synthetic gradients buy when layer agents are processes on 2 cores.
 
     .venv/bin/python benchmarks/decoupling.py                  # full: 300 steps per arm, tables
-    .venv/bin/python benchmarks/decoupling.py --repeats 3      # every arm 3 times, medians
+    .venv/bin/python benchmarks/decoupling.py --repeats 3 --wait-quiet 300   # shared machines
     .venv/bin/python benchmarks/decoupling.py --quick --json   # CI smoke: 100 steps, layers of 256
 
 The network is examples/bench_chain.toml: MNIST source -> d1..d4 (dense 1024, batch norm,
 ReLU) -> head, batch 256, Adam.  One invocation measures every arm, in rotating order when
 repeated, so that the ratios compare figures taken minutes apart on the same machine:
 
-  locked     (a) processes, link_defaults.mode=backprop: a layer waits for its true gradient
-  dni-send   (b) processes, DNI, each sender hosts the SG model of its output (the default)
-  dni-recv   (c) processes, DNI, sg.host=receiver: the next layer answers each activation with
-                 a synthetic-gradient message and trains the model on its own input gradient
-  dni-1p     (d) the same DNI network in ONE process at 2 torch threads: agents.local's
-                 LocalRunner, the very AgentCore code with in-memory queues for sockets
-  bp-1p      (e) a plain torch loop at 2 threads: nn.Sequential of the same modules, one Adam
-                 (the honest single-process baseline)
-  bp-1p-rt   (e') LocalRunner with backprop links at 2 threads: what the runtime's bookkeeping
-                 costs in one process, against the plain loop
+  locked        (a)  processes, link_defaults.mode=backprop: a layer waits for its true gradient
+  dni-send      (b)  processes, DNI, each sender hosts the SG model of its output (the default)
+  dni-recv      (c)  processes, DNI, sg.host=receiver: the next layer answers each activation
+                     with a synthetic gradient and trains the model on its own input gradient
+  dni-small-sg  (b') as (b) with a cheap SG model, sg.model=mlp, sg.hidden=[64] (1024-64-1024,
+                     an eighth of the linear model's work): decoupling when SGs are cheap
+  dni-1p        (d)  the same DNI network in ONE process at 2 torch threads: agents.local's
+                     LocalRunner, the very AgentCore code with in-memory queues for sockets
+  bp-1p         (e)  a plain torch loop at 2 threads: nn.Sequential of the same modules, one
+                     Adam (the honest single-process baseline)
+  bp-1p-rt      (e') LocalRunner with backprop links at 2 threads: what the runtime's
+                     bookkeeping costs in one process, against the plain loop
 
 Steady state: samples/s between training step W (10% of the budget) and the last training
-step.  For (a)-(c) from the head's progress reports (run.metrics_every_s=0.1, timestamped by
+step.  For the process arms from the head's progress reports (run.metrics_every_s=0.1, timestamped by
 the orchestrator in metrics.jsonl); for (d)-(e') from a clock read as the source is asked for
 each batch.  Start-up, pipeline fill and the final evaluation fall outside that window.
-"end to end" is, for (a)-(c), the run summary's samples_per_s (wall_s runs from START to the
+"end to end" is, for the process arms, the run summary's samples_per_s (wall_s runs from START to the
 head's final evaluation) and, for (d)-(e'), the same span in-process; the final evaluation is
 the 10,000 MNIST test images as ONE batch (run.eval_batch_size=10000), so it is short but
 inside that figure.  "cores" is CPU time used in the steady window over its wall time: on a
@@ -65,6 +67,7 @@ from _common import (
     machine_busy_seconds,
     synthgrad_command,
     table,
+    wait_until_quiet,
 )
 from synthgrad.agents.core import AgentCore, make_optimizer
 from synthgrad.agents.local import LocalRunner
@@ -89,6 +92,12 @@ ARMS = {  # name: (label, where, torch threads per process, topology overrides)
         1,
         ["link_defaults.mode=dni", "link_defaults.sg.host=receiver"],
     ),
+    "dni-small-sg": (
+        "(b') DNI, SG on sender, MLP 64 wide",
+        "processes",
+        1,
+        ["link_defaults.mode=dni", "link_defaults.sg.model=mlp", "link_defaults.sg.hidden=[64]"],
+    ),
     "dni-1p": ("(d) DNI, LocalRunner", "one process", 2, ["link_defaults.mode=dni"]),
     "bp-1p": ("(e) backprop, plain torch loop", "one process", 2, ["link_defaults.mode=backprop"]),
     "bp-1p-rt": ("(e') backprop, LocalRunner", "one process", 2, ["link_defaults.mode=backprop"]),
@@ -98,6 +107,7 @@ RATIOS = [  # name, numerator arm, denominator arm, target (None: reported only)
     ("DNI processes / DNI in one process", "dni-send", "dni-1p", 1.3),
     ("DNI processes / backprop in one process", "dni-send", "bp-1p", 0.8),
     ("SG on receiver / SG on sender", "dni-recv", "dni-send", None),
+    ("DNI with a 64-wide MLP SG / locked, across processes", "dni-small-sg", "locked", None),
 ]
 
 
@@ -123,7 +133,7 @@ def steady_rate(points: list[tuple[float, int]], warm: int, steps: int, batch: i
     return (s1 - s0) * batch / (t1 - t0)
 
 
-# ----------------------------------------------------------------------------- (a)-(c)
+# ----------------------------------------------------------------------------- (a), (b), (b'), (c)
 
 
 class HeadReports:
@@ -414,6 +424,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps per arm (default 300, quick 100)")
     parser.add_argument("--repeats", type=int, default=1, help="measure every arm this many times")
     parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help=f"before each arm wait up to S seconds for other work to use <= {QUIET} cores",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="also print the report as one JSON line"
     )
     args = parser.parse_args()
@@ -433,6 +450,7 @@ def main() -> None:
         "batch_size": batch,
         "eval_batch_size": load_topology(TOPOLOGY).run["eval_batch_size"],
         "repeats": args.repeats,
+        "wait_quiet_s": args.wait_quiet,
         "overrides": base,
     }
     names = list(ARMS)
@@ -441,9 +459,11 @@ def main() -> None:
         for r in range(args.repeats):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 log(f"[{r + 1}/{args.repeats}] {ARMS[name][0]} ...")
+                busy = wait_until_quiet(args.wait_quiet, QUIET)
                 t0 = time.perf_counter()
                 runs[name].append(measure(name, base, steps, warm, batch, Path(workdir)))
                 took = time.perf_counter() - t0
+                runs[name][-1]["others_before"] = busy
                 log(f"    {fmt(runs[name][-1]['samples_per_s'])} samples/s ({took:.0f} s)")
     log("SG micro-timer ...")
     report["sg_cost"] = sg_cost(base, 10 if args.quick else 50)

@@ -13,7 +13,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decoupling.py"
 TIMEOUT_S = 420  # a quick run takes under a minute alone; shared machines are slower
-ARMS = ["locked", "dni-send", "dni-recv", "dni-1p", "bp-1p", "bp-1p-rt"]
+ARMS = ["locked", "dni-send", "dni-recv", "dni-small-sg", "dni-1p", "bp-1p", "bp-1p-rt"]
 
 
 def run_quick(script: Path) -> dict:
@@ -48,7 +48,7 @@ def test_quick_run_reports_every_arm_with_positive_figures():
         for key in ("samples_per_s", "end_to_end_samples_per_s", "cores"):
             assert arm[key] is not None and arm[key] > 0, (name, key, arm)
         assert 0.0 < arm["test_accuracy"] <= 1.0, (name, arm)
-    assert len(report["ratios"]) == 4
+    assert len(report["ratios"]) == 5
     assert all(r["value"] is not None and r["value"] > 0 for r in report["ratios"])
     sg = report["sg_cost"]
     for key in ("layer_ms", "sg_predict_ms", "sg_regress_ms", "sg_over_layer"):
