@@ -126,15 +126,46 @@ class StepCache:
         return len(self.entries)
 
 
-class _HostedSG:
+class Regressor:
+    """A model with its own Adam optimiser, fitted by L2 regression, with a running loss.
+
+    The shared machinery of the interface models: synthetic-gradient models here and
+    synthetic-input models in `synthetic_input.py`.
+    """
+
+    def __init__(self, model: nn.Module, lr: float) -> None:
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.loss_sum = 0.0
+        self.loss_count = 0
+
+    def fit(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """One L2 regression step of `prediction` (computed by the model) onto `target`."""
+        loss = F.mse_loss(prediction, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.item()
+        self.loss_count += 1
+
+    def take_loss(self) -> float | None:
+        """The mean regression loss since the last call, or None if there was no step."""
+        if not self.loss_count:
+            return None
+        mean = self.loss_sum / self.loss_count
+        self.loss_sum, self.loss_count = 0.0, 0
+        return mean
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+
+class _HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""
 
     def __init__(self, sg: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
-        self.model = build_sg_model(sg, h_shape, context_classes)
+        super().__init__(build_sg_model(sg, h_shape, context_classes), sg.get("lr") or lr)
         self.scale = float(sg.get("scale", 1.0))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=sg.get("lr") or lr)
-        self.loss_sum = 0.0
-        self.loss_count = 0
 
     # The model works at per-example scale: gradients of a batch-mean loss are 1/B of each
     # example's own, so targets are multiplied by B before regression and predictions divided
@@ -147,22 +178,7 @@ class _HostedSG:
     def learn(self, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor) -> None:
         # Regress onto the gradient target: L2, as in the paper.  The target is itself
         # bootstrapped (computed downstream with that agent's own synthetic gradient).
-        loss = F.mse_loss(self.model(h, context), target * h.shape[0])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.item()
-        self.loss_count += 1
-
-    def take_loss(self) -> float | None:
-        if not self.loss_count:
-            return None
-        mean = self.loss_sum / self.loss_count
-        self.loss_sum, self.loss_count = 0.0, 0
-        return mean
-
-    def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        self.fit(self.model(h, context), target * h.shape[0])
 
 
 class SenderInterface:

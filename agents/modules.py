@@ -23,15 +23,19 @@ def _activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
-def _dense(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
-    width = int(params["width"])
-    layers: list[nn.Module] = []
-    if len(in_shape) > 1:
-        layers.append(nn.Flatten())
+def _flat_input(params: dict, in_shape: Shape) -> list[nn.Module]:
+    """Flatten a multi-dimensional input, then the optional input activation."""
+    layers: list[nn.Module] = [nn.Flatten()] if len(in_shape) > 1 else []
     # An activation on the way *in* lets the module boundary sit at the pre-activation, where a
     # synthetic gradient is easier to predict (see paper.md, plain-DNI sweep).
     if params.get("input_activation", "none") != "none":
         layers.append(_activation(params["input_activation"]))
+    return layers
+
+
+def _dense(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
+    width = int(params["width"])
+    layers = _flat_input(params, in_shape)
     batch_norm = params.get("batch_norm", True)
     # No bias before batch-norm: BN removes it, its true gradient is zero, and Adam would turn
     # rounding noise in that zero into full-size steps.
@@ -62,11 +66,7 @@ def _conv(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
 
 def _head(params: dict, in_shape: Shape) -> tuple[nn.Module, Shape]:
     classes = int(params["classes"])
-    layers: list[nn.Module] = []
-    if len(in_shape) > 1:
-        layers.append(nn.Flatten())
-    if params.get("input_activation", "none") != "none":
-        layers.append(_activation(params["input_activation"]))
+    layers = _flat_input(params, in_shape)
     layers.append(nn.Linear(math.prod(in_shape), classes))
     return nn.Sequential(*layers), (classes,)
 

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..protocol.kinds import Kind
 from ..protocol.message import Message
 from .core import BACKWARD, FORWARD
+from .interfaces import Regressor
 from .torchwire import to_array, to_tensor
 
 if TYPE_CHECKING:
@@ -65,37 +65,21 @@ class SyntheticInputModel(nn.Module):
         return self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.h_shape)
 
 
-class HostedInput:
+class HostedInput(Regressor):
     """A synthetic-input model with its optimiser, regression step and running loss."""
 
     def __init__(self, link: dict, x_shape: Shape, h_shape: Shape, lr: float) -> None:
-        self.link = link
         sg = link["sg"]
-        self.model = SyntheticInputModel(x_shape, h_shape, list(sg.get("input_hidden", [256])))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=sg.get("lr") or lr)
-        self.loss_sum, self.loss_count = 0.0, 0
+        model = SyntheticInputModel(x_shape, h_shape, list(sg.get("input_hidden", [256])))
+        super().__init__(model, sg.get("lr") or lr)
+        self.link = link
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model(x)
 
     def learn(self, x: torch.Tensor, h: torch.Tensor) -> None:
-        loss = F.mse_loss(self.model(x), h)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.item()
-        self.loss_count += 1
-
-    def take_loss(self) -> float | None:
-        if not self.loss_count:
-            return None
-        mean = self.loss_sum / self.loss_count
-        self.loss_sum, self.loss_count = 0.0, 0
-        return mean
-
-    def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        self.fit(self.model(x), h)
 
 
 class UnlockedSchedule:
