@@ -251,6 +251,20 @@ def machine() -> dict:
     return info
 
 
+def commit() -> str:
+    """The checked-out commit, with '+dirty' when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+        return run.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD") or "unknown"
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def header(script: str, quick: bool) -> dict:
     """The fields every benchmark report starts with."""
     return {
@@ -258,6 +272,7 @@ def header(script: str, quick: bool) -> dict:
         "command": " ".join([".venv/bin/python", f"benchmarks/{Path(script).name}", *sys.argv[1:]]),
         "date": DATE,
         "measured_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": commit(),
         "quick": quick,
     }
 
