@@ -67,14 +67,16 @@ def _as_array(obj: object, name: str) -> np.ndarray:
     if isinstance(obj, np.ndarray):  # a subclass (matrix, masked array): plain data only
         return np.asarray(obj)
     try:
-        return np.asarray(memoryview(obj))
+        source = memoryview(obj)
     except TypeError:
-        pass
-    if hasattr(obj, "__array__"):  # e.g. a CPU torch tensor, without importing torch
-        try:
-            return np.asarray(obj)
-        except Exception as exc:  # a foreign object's conversion may raise anything
-            raise ProtocolError(f"tensor {name!r}: cannot convert {type(obj).__name__}: {exc}") from exc
-    raise ProtocolError(
-        f"tensor {name!r}: {type(obj).__name__} is neither a numpy array nor a buffer"
-    )
+        if not hasattr(obj, "__array__"):
+            raise ProtocolError(
+                f"tensor {name!r}: {type(obj).__name__} is neither a numpy array nor a buffer"
+            ) from None
+        source = obj  # e.g. a CPU torch tensor, converted without importing torch
+    try:
+        return np.asarray(source)
+    except Exception as exc:  # a foreign buffer format or __array__ may raise anything
+        raise ProtocolError(
+            f"tensor {name!r}: cannot view {type(obj).__name__} as an array: {exc}"
+        ) from exc

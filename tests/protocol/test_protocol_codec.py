@@ -217,6 +217,15 @@ def test_non_array_tensor_is_refused() -> None:
         encode(Message(Kind.ACT, src="a", port="in", tensors={"x": 3.0}))
 
 
+def test_a_failing_array_conversion_is_a_protocol_error() -> None:
+    class Broken:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("no data")
+
+    with pytest.raises(ProtocolError, match="cannot view Broken as an array: no data"):
+        encode(Message(Kind.ACT, src="a", port="in", tensors={"x": Broken()}))
+
+
 # ----------------------------------------------------------------------------- framing
 
 
