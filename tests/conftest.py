@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,25 @@ def cli(tmp_path):
         return run_cli(list(args), cwd=tmp_path, timeout=timeout, env=env)
 
     return _run
+
+
+QUICK_TIMEOUT_S = 420  # a quick benchmark takes under a minute alone; shared machines are slower
+
+
+def run_quick(script: Path, timeout: float = QUICK_TIMEOUT_S) -> dict:
+    """Run a benchmark with `--quick --json`; on timeout SIGTERM it (it stops its children), then kill."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--quick", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        pytest.fail(f"{script.name} --quick did not finish within {timeout} s")
+    assert proc.returncode == 0, err[-3000:]
+    return last_json(out)

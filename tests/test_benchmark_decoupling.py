@@ -3,39 +3,15 @@
 Speed is the benchmark's business, never a test's: nothing here compares figures.
 """
 
-import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import QUICK_TIMEOUT_S, run_quick
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decoupling.py"
-TIMEOUT_S = 420  # a quick run takes under a minute alone; shared machines are slower
+TIMEOUT_S = QUICK_TIMEOUT_S
 ARMS = ["locked", "dni-send", "dni-recv", "dni-small-sg", "dni-1p", "bp-1p", "bp-1p-rt"]
-
-
-def run_quick(script: Path) -> dict:
-    """Run `script --quick --json`; on timeout SIGTERM it (it stops its children), then kill."""
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--quick", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        pytest.fail(f"{script.name} --quick did not finish within {TIMEOUT_S} s")
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
