@@ -325,7 +325,7 @@ def sg_cost(base: list[str], iterations: int) -> dict:
         sender.on_target(i, g)
         t5 = time.perf_counter()
         if i >= 0:
-            times["layer"] += (t1 - t0) + (t2 - t1)
+            times["layer"] += t2 - t0
             times["adam"] += t2 - t1
             times["adam_fused"] += t3 - t2
             times["predict"] += t4 - t3
@@ -440,7 +440,8 @@ def main() -> None:
     if steps <= warm + 2:
         parser.error("--steps must be at least 6")
     base = QUICK_SETS if args.quick else []
-    batch = load_topology(TOPOLOGY).run["batch_size"]
+    run = load_topology(TOPOLOGY).run
+    batch = run["batch_size"]
     report = {
         **header(__file__, args.quick),
         "machine": machine(),
@@ -448,7 +449,7 @@ def main() -> None:
         "steps": steps,
         "warmup_steps": warm,
         "batch_size": batch,
-        "eval_batch_size": load_topology(TOPOLOGY).run["eval_batch_size"],
+        "eval_batch_size": run["eval_batch_size"],
         "repeats": args.repeats,
         "wait_quiet_s": args.wait_quiet,
         "overrides": base,

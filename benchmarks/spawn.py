@@ -149,17 +149,12 @@ def registration_run(topology: Path, workdir: Path) -> dict:
 
 def roles(root: int, agents: dict[str, int]) -> dict[int, str]:
     """Name every process of the run's tree: the orchestrator, agents, the fork server."""
-    by_pid = {pid: f"agent:{name}" for name, pid in agents.items()}
-    named = {root: "orchestrator"}
+    named = {root: "orchestrator"} | {pid: f"agent:{name}" for name, pid in agents.items()}
+    helpers = {"forkserver": "fork server", "resource_tracker": "resource tracker"}
     for pid in descendants(root):
-        line = cmdline(pid)
-        named[pid] = by_pid.get(pid) or (
-            "fork server"
-            if "forkserver" in line
-            else "resource tracker"
-            if "resource_tracker" in line
-            else "other"
-        )
+        if pid not in named:
+            line = cmdline(pid)
+            named[pid] = next((role for key, role in helpers.items() if key in line), "other")
     return named
 
 
@@ -210,9 +205,9 @@ def memory_run(topology: Path, workdir: Path, settle_s: float) -> dict:
     return {
         "agents": len(agents) + 1,
         "sample_s": sample_s,
-        "layer_agent_pss_mb": statistics.median(pss(before, agents.values())),
-        "layer_agent_uss_mb": statistics.median(mb(before[p]["uss"]) for p in agents.values()),
-        "layer_agent_pss_training_mb": statistics.median(pss(training, agents.values())),
+        "agent_pss_mb": statistics.median(pss(before, agents.values())),
+        "agent_uss_mb": statistics.median(mb(before[p]["uss"]) for p in agents.values()),
+        "agent_pss_training_mb": statistics.median(pss(training, agents.values())),
         "source_pss_mb": mb(before[source]["pss"]),
         "source_pss_training_mb": mb(training[source].get("pss", 0)),
         "by_role_pss_mb": {names[pid]: mb(before[pid].get("pss", 0)) for pid in rest},
@@ -319,8 +314,8 @@ def report_text(report: dict) -> str:
     )  # fmt: skip
     memory = table(
         ["process", "PSS MB, registered", "USS MB", f"PSS MB {report['settle_s']:.0f} s later (training)"],
-        [[f"agent other than the source, median of {mem['agents'] - 1}", fmt(mem["layer_agent_pss_mb"], ".1f"),
-          fmt(mem["layer_agent_uss_mb"], ".1f"), fmt(mem["layer_agent_pss_training_mb"], ".1f")],
+        [[f"agent other than the source, median of {mem['agents'] - 1}", fmt(mem["agent_pss_mb"], ".1f"),
+          fmt(mem["agent_uss_mb"], ".1f"), fmt(mem["agent_pss_training_mb"], ".1f")],
          ["source agent", fmt(mem["source_pss_mb"], ".1f"), "-", fmt(mem["source_pss_training_mb"], ".1f")],
          *[[role, fmt(v, ".1f"), "-", "-"] for role, v in sorted(mem["by_role_pss_mb"].items())],
          [f"whole tree ({mem['agents']} agents)", fmt(mem["tree_pss_mb"], ".1f"), "-",
@@ -399,7 +394,7 @@ def main() -> None:
         memory = memory_run(topology, workdir, args.settle)
         extra = {
             "measure": f"median PSS of an agent other than the source, {agents} agents",
-            "mb": memory["layer_agent_pss_mb"],
+            "mb": memory["agent_pss_mb"],
         }
         if agents > BASE_AGENTS and not args.quick:
             log(f"memory run with {BASE_AGENTS} agents, for the marginal cost ...")

@@ -24,7 +24,7 @@ def test_quick_run_reports_both_launchers_and_cleans_up():
     for key in ("launch_to_registered_s", "registered_s", "spawn_s"):
         assert registration[key] > 0, key
     memory = report["memory"]
-    for key in ("layer_agent_pss_mb", "layer_agent_uss_mb", "source_pss_mb", "tree_pss_mb"):
+    for key in ("agent_pss_mb", "agent_uss_mb", "source_pss_mb", "tree_pss_mb"):
         assert memory[key] > 0, key
     stop = memory["stop"]
     assert stop["exit_code"] == 128 + signal.SIGTERM  # synthgrad run's answer to SIGTERM
