@@ -23,6 +23,14 @@ Options:
         zero at init so the first windows are exactly truncated BPTT).
     sg: false is plain truncated BPTT (the future gradient is zero, no SG model exists).
     sg_scale: the factor on the synthetic gradient where it is used (0.1 in the paper).
+    sg_bootstrap: the factor on the next window's synthetic gradient inside the bootstrapped
+        target (a per-window discount). Empty (the default) means `sg_scale`: the target is
+        exactly the gradient the next window's backward left. Any other value (e.g. 1.0: M
+        predicts the undiscounted future gradient while the core still receives
+        ``sg_scale * M``) costs one extra backward through the window's state path to
+        separate the synthetic part of that gradient.
+    sg_per_example: regress M at per-example scale (targets times B, predictions divided by
+        B, as `_HostedSG`); false regresses onto the batch-mean gradient as it is.
     aux: DNI + Aux. Our reading of "the core also predicts the synthetic gradient T steps
         ahead": a linear head on every step's ``h_t`` of a window regresses onto the
         synthetic gradient at the window's end (detached, per-example scale), i.e. the SG up
@@ -104,7 +112,8 @@ class RNN(Agent):
     context_inputs = ("y", "mask")
     terminal = True
     defaults = {
-        "hidden": 64, "lr": None, "sg": True, "sg_scale": 0.1, "aux": False, "sg_to_core": False,
+        "hidden": 64, "lr": None, "sg": True, "sg_scale": 0.1, "sg_bootstrap": None,
+        "sg_per_example": True, "aux": False, "sg_to_core": False,
         "objective": "bits", "task": "", "width": 8, "length": 1, "repeats": 1,
         "curriculum": True, "threshold": 0.15, "curriculum_sequences": 256, "data_seed": 0,
     }
@@ -233,9 +242,14 @@ class RNN(Agent):
             # each row 1/B of its own gradient; targets are multiplied by B and predictions
             # divided by B, so the regression sees sizes that do not shrink with the batch and
             # Adam's fixed step size does not overshoot them.
+            per = batch if self.params["sg_per_example"] else 1
             pred_T = core.sg(s_T.detach()).detach()
-            inject = (s_T * (float(self.params["sg_scale"]) * pred_T / batch)).sum()
+            inject = (s_T * (float(self.params["sg_scale"]) * pred_T / per)).sum()
             total = total + inject - inject.detach()
+            if self._bootstrap_shift() != 0.0 and pred_T.abs().sum() > 0:
+                # The part of this window's initial-state gradient that the injected SG will
+                # cause, per unit of scale: _sg_regression re-weights it in the target.
+                w["sg_part"] = torch.autograd.grad(s_T, [w["h0"], w["c0"]], pred_T / per, retain_graph=True)
             if core.aux is not None:
                 target = pred_T.unsqueeze(1).expand(-1, w["hs"].shape[1], -1)
                 aux = F.mse_loss(core.aux(w["hs"]), target)
@@ -253,12 +267,21 @@ class RNN(Agent):
             metrics["bpc"] = task.item() * batch / max(counted, 1.0) / math.log(2.0)
         return total, metrics
 
+    def _bootstrap_shift(self) -> float:
+        """sg_bootstrap - sg_scale: how much of the next SG the target adds beyond what was injected."""
+        boot = self.params["sg_bootstrap"]
+        return 0.0 if boot in (None, "") else float(boot) - float(self.params["sg_scale"])
+
     def _sg_regression(self, batch: int) -> torch.Tensor | None:
         """L2 of M(s) onto the gradient the last window's backward left at its initial state s."""
         prev = self.prev
         if prev is None or prev["h0"].grad is None:
             return None
-        target = torch.cat([prev["h0"].grad, prev["c0"].grad], 1) * batch
+        per = batch if self.params["sg_per_example"] else 1
+        target = torch.cat([prev["h0"].grad, prev["c0"].grad], 1)
+        if "sg_part" in prev:  # swap the injected scale for the bootstrap factor
+            target = target + self._bootstrap_shift() * torch.cat(prev["sg_part"], 1)
+        target = target * per
         s = torch.cat([prev["h0"], prev["c0"]], 1).detach()
         if self.params["sg_to_core"] and self.prev2 is not None:
             p2 = self.prev2  # re-run the window that produced s, so the loss reaches the core

@@ -108,9 +108,13 @@ def test_untrained_sg_is_zero_so_the_first_window_is_bptt():
         assert torch.equal(a, b)
 
 
-def test_bootstrapped_target_is_the_gradient_at_the_next_windows_initial_state():
+@pytest.mark.parametrize("boot", [None, 1.0])
+def test_bootstrapped_target_is_the_gradient_at_the_next_windows_initial_state(boot):
+    """sg_bootstrap=None: the target is what the next window's backward left at its initial
+    state. 1.0: the same gradient with that window's SG counted at 1.0 instead of sg_scale,
+    while the core still receives sg_scale times the SG."""
     data = windows(3)
-    agent = make_agent(sg_scale=0.5)
+    agent = make_agent(sg_scale=0.5, sg_bootstrap=boot)
     torch.nn.init.normal_(agent.module.sg.net[-1].weight, std=0.1)  # a non-zero SG, so it counts
     module0 = copy.deepcopy(agent.module)
     # Window 1, by hand with no update, then window 2 through the agent.
@@ -130,10 +134,11 @@ def test_bootstrapped_target_is_the_gradient_at_the_next_windows_initial_state()
     per = F.binary_cross_entropy_with_logits(module0.readout(hs), data[1]["y"], reduction="none").sum(-1)
     task = (per * data[1]["mask"]).sum() / B
     s_T = torch.cat([h, c], 1)
-    synthetic = 0.5 * module0.sg(s_T.detach()).detach() / B
-    (target,) = torch.autograd.grad(task + (s_T * synthetic).sum(), s0)
+    synthetic = module0.sg(s_T.detach()).detach() / B
+    (injected,) = torch.autograd.grad(task + 0.5 * (s_T * synthetic).sum(), s0, retain_graph=True)
     got = torch.cat([agent.window["h0"].grad, agent.window["c0"].grad], 1)
-    assert torch.allclose(got, target, atol=1e-6)
+    assert torch.allclose(got, injected, atol=1e-6)
+    (target,) = torch.autograd.grad(task + (boot or 0.5) * (s_T * synthetic).sum(), s0)
     assert target.abs().sum() > 0
     # Window 3's loss regresses M(h1, c1) onto that target, at per-example scale.
     out = agent.forward({"x": data[2]["x"]})
