@@ -11,6 +11,16 @@ take gradients for the outputs: a synthetic gradient from the link's SG model (`
 park the step until the true gradient arrives (`backprop`, or an SG hosted by the receiver).
 With every output's gradient in hand: backward, optimiser step, and the input gradient goes
 upstream as that link's gradient target.
+
+Ticks (`tick_every = T`, docs/ARCHITECTURE.md "Ticks and the two-timescale system"): step
+numbers are the source's clock.  An agent with tick T acts once per block of T steps, when
+the block's last step ``kT + T - 1`` is complete, and its messages carry that step.  A port
+fed by a sender of tick U (U divides T) takes T / U messages per block; more than one are
+stacked along a new dimension 1 in step order.  The input gradient of a stacked port is
+split back along that dimension and each slice goes upstream under the step of the message
+it belongs to, so the sender's caches and parked steps match it exactly.  A sender whose
+out-link waits for true gradients from a slower receiver may run ahead by as many of its
+own ticks as the receiver's block holds, and then updates once for all of them.
 """
 
 from __future__ import annotations
@@ -85,6 +95,9 @@ class AgentCore:
         self.running = _Running()
         self.finished = False
         self.in_links = {link["dst_port"]: link for link in spec["in_links"]}
+        self.tick = int(spec.get("tick_every", 1))
+        # Messages per block on each input port: this agent's tick over its sender's.
+        self.per_block = {port: self.tick // int(link.get("src_tick", 1)) for port, link in self.in_links.items()}
         self.out_links = spec["out_links"]
         self._out_by_key = {(link["dst"], link["src_port"]): link for link in self.out_links}
         torch.manual_seed(spec["seed"])
@@ -124,8 +137,14 @@ class AgentCore:
             if not link["context"]
         }
         self.required = set(self.in_links) | set(self.spec.get("context_ports", []))
-        self.pending: dict[int, dict[str, tuple[np.ndarray, dict]]] = {}
+        self.pending: dict[int, dict[str, dict[int, tuple[np.ndarray, dict]]]] = {}
+        self.in_steps: dict[int, dict[str, list[int]]] = {}  # block step -> each port's message steps
         self.parked: dict[int, _Parked] = {}
+        # A sender waiting for true gradients from a slower receiver runs ahead until the
+        # receiver's block is complete (its gradient comes only then).
+        self.park_limit = max(
+            [int(link.get("dst_tick", self.tick)) // self.tick for link in self.out_links if not link["context"]] + [1]
+        )
         self.eval_sums: dict[str, float] = {}
         # Sparse updates: plan.py resolves `p_update` (agent parameter or link option).
         p_update = self.spec.get("p_update", agent.params.get("p_update"))
@@ -140,7 +159,7 @@ class AgentCore:
     @property
     def ready(self) -> bool:
         """Whether the agent may take its next forward input (False while a step is locked)."""
-        return self.is_source or not self.parked
+        return self.is_source or len(self.parked) < self.park_limit
 
     def send(self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None) -> None:
         """Queue a data message for agent `dest` on `plane` (FORWARD or BACKWARD)."""
@@ -191,11 +210,25 @@ class AgentCore:
         if self.unlocked is not None:
             self.unlocked.on_forward(msg)
             return
-        inputs = self.pending.setdefault(msg.step, {})
-        inputs[msg.port] = (msg.tensors["x"], msg.meta)
-        if len(inputs) == len(self.required):
-            del self.pending[msg.step]
-            self._run_step(msg.step, inputs)
+        block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
+        ports = self.pending.setdefault(block, {})
+        ports.setdefault(msg.port, {})[msg.step] = (msg.tensors["x"], msg.meta)
+        if len(ports) == len(self.required) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
+            del self.pending[block]
+            self._run_step(block, self._join(block, ports))
+
+    def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
+        """One (array, meta) per port: a lone message as is, several stacked on dim 1 by step."""
+        joined, steps = {}, {}
+        for port, by_step in ports.items():
+            order = sorted(by_step)
+            steps[port] = order
+            if len(order) == 1:
+                joined[port] = by_step[order[0]]
+            else:
+                joined[port] = (np.stack([by_step[s][0] for s in order], 1), by_step[order[-1]][1])
+        self.in_steps[block] = steps
+        return joined
 
     def context_of(self, inputs: dict[str, tuple[np.ndarray, dict]]) -> dict[str, torch.Tensor]:
         """The context tensors (labels, data) among a step's joined inputs."""
@@ -229,7 +262,7 @@ class AgentCore:
             if receiver.hosted is not None:
                 link = receiver.link
                 grad = receiver.answer(xs[link["dst_port"]].detach(), labels)
-                self.send(link["src"], BACKWARD, Kind.SYNTH_GRAD, link["src_port"], step, {"g": to_array(grad)})
+                self._send_upstream(link, Kind.SYNTH_GRAD, step, grad, pop=False)
         outputs = self.agent.forward(xs)
         if not synthetic:
             for link in self.out_links:
@@ -258,15 +291,31 @@ class AgentCore:
         else:
             self._update(step, xs, outputs, context, loss, grads, synthetic, held)
 
+    def _send_upstream(self, link: dict, kind: Kind, step: int, grad: torch.Tensor, pop: bool = True) -> None:
+        """Send an input gradient back; a stacked input's goes back slice by slice, each
+        under the step of the message it belongs to."""
+        steps = self.in_steps.get(step, {}).get(link["dst_port"], [step])
+        if len(steps) == 1:
+            self.send(link["src"], BACKWARD, kind, link["src_port"], steps[0], {"g": to_array(grad)})
+        else:
+            for i, s in enumerate(steps):
+                self.send(link["src"], BACKWARD, kind, link["src_port"], s, {"g": to_array(grad[:, i])})
+
     def _update(self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None) -> None:
+        self._apply([(step, xs, outputs, context, loss, grads)], synthetic, held)
+
+    def _apply(self, items, synthetic=frozenset(), held=None) -> None:
+        """One backward and at most one optimiser step for one or more steps' graphs, then
+        each step's input gradients upstream (several only when a sender ran ahead)."""
         roots, root_grads = [], []
-        if loss is not None:
-            roots.append(loss)
-            root_grads.append(torch.ones_like(loss))
-        for port, g in grads.items():
-            if outputs[port].requires_grad:
-                roots.append(outputs[port])
-                root_grads.append(g.to(outputs[port].dtype))
+        for _, _, outputs, _, loss, grads in items:
+            if loss is not None:
+                roots.append(loss)
+                root_grads.append(torch.ones_like(loss))
+            for port, g in grads.items():
+                if outputs[port].requires_grad:
+                    roots.append(outputs[port])
+                    root_grads.append(g.to(outputs[port].dtype))
         if roots:
             torch.autograd.backward(roots, root_grads)
             # Sparse updates (paper): after its forward, a layer updates only with probability p.
@@ -276,18 +325,20 @@ class AgentCore:
                 self.optimizer.step()
                 self.updates += 1
             self.optimizer.zero_grad(set_to_none=True)
-        labels = context.get("labels")
-        for port, x in xs.items():
-            link = self.in_links[port]
-            receiver = self.receivers[link["index"]]
-            grad = x.grad if x.grad is not None else torch.zeros_like(x)
-            if port in synthetic:
-                held[port] = grad
-            elif receiver.returns_gradient and not link["from_source"]:
-                self.send(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
-            elif receiver.hosted is not None:
-                receiver.hosted.learn(x.detach(), labels, grad)
-        self.steps += 1
+        for step, xs, _, context, _, _ in items:
+            labels = context.get("labels")
+            for port, x in xs.items():
+                link = self.in_links[port]
+                receiver = self.receivers[link["index"]]
+                grad = x.grad if x.grad is not None else torch.zeros_like(x)
+                if port in synthetic:
+                    held[port] = grad
+                elif receiver.returns_gradient and not link["from_source"]:
+                    self._send_upstream(link, Kind.GRAD, step, grad)
+                elif receiver.hosted is not None:
+                    receiver.hosted.learn(x.detach(), labels, grad)
+            self.in_steps.pop(step, None)
+            self.steps += 1
 
     def _eval_step(self, step, inputs, context, meta) -> None:
         xs = {p: to_tensor(inputs[p][0]) for p, link in self.in_links.items() if not link["context"]}
@@ -299,6 +350,7 @@ class AgentCore:
                 for key, value in self.agent.evaluate(outputs, context).items():
                     self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
         module.train()
+        self.in_steps.pop(step, None)
         for link in self.out_links:
             self.send(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])}, meta)
         if self.agent.terminal and meta.get("last"):
@@ -334,9 +386,12 @@ class AgentCore:
         port = link["src_port"]
         parked.grads[port] = parked.grads[port] + g if port in parked.grads else g
         parked.waiting.discard(link["index"])
-        if not parked.waiting:
-            del self.parked[msg.step]
-            self._update(msg.step, parked.inputs, parked.outputs, parked.context, parked.loss, parked.grads)
+        # Parked steps share the parameters their graphs were built with, so they are released
+        # together, in step order, with one update (one step when no sender runs ahead).
+        if all(not p.waiting for p in self.parked.values()):
+            items = [(s, p.inputs, p.outputs, p.context, p.loss, p.grads) for s, p in sorted(self.parked.items())]
+            self.parked.clear()
+            self._apply(items)
 
     # ----------------------------------------------------------------- reporting
     def take_metrics(self) -> dict[str, float]:

@@ -9,6 +9,7 @@ data (msgpack primitives), so it can travel in the welcome message.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -56,7 +57,7 @@ def _resolve(topology: Topology) -> dict[str, type]:
     return classes
 
 
-def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool) -> dict:
+def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> dict:
     src_cls, dst_cls = classes[link.src], classes[link.dst]
     src_port = link.src_port or src_cls.outputs[0]
     dst_port = link.dst_port or (dst_cls.inputs or dst_cls.context_inputs)[0]
@@ -79,6 +80,8 @@ def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool) -> dict:
         "options": link.options,
         "context": is_context,
         "from_source": from_source,
+        "src_tick": ticks[link.src],
+        "dst_tick": ticks[link.dst],
     }
 
 
@@ -102,12 +105,52 @@ def _order(topology: Topology, links: list[dict]) -> list[str]:
     return order
 
 
-def _refuse_unbuilt(topology: Topology) -> None:
-    # Accepted by the schema (it is the design) but not yet run by the runtime: say so
-    # rather than silently running something else.
-    for name, spec in topology.agents.items():
-        if spec.tick_every != 1:
-            raise ConfigError(f"agents.{name}.tick_every", "agents ticking slower than every step are not available yet")
+def _check_ticks(topology: Topology, instances: dict, source: str, links: list[dict]) -> None:
+    """Refuse ticks that can never line up (docs/ARCHITECTURE.md, "Ticks ...")."""
+    ticks = {name: spec.tick_every for name, spec in topology.agents.items()}
+    slowest = math.lcm(*ticks.values())
+    if slowest == 1:
+        return
+    if ticks[source] != 1:
+        raise ConfigError(f"agents.{source}.tick_every", "a data source emits on every step; give the agents it feeds a tick instead")
+    for link in links:
+        src, dst = ticks[link["src"]], ticks[link["dst"]]
+        if dst % src:
+            raise ConfigError(
+                f"agents.{link['dst']}.tick_every",
+                f"must be a multiple of the tick of {link['src']!r} ({src}), which feeds it through links.{link['index']}: "
+                "an agent acts on whole messages of its senders, so it cannot tick faster or out of step",
+            )
+        if link["mode"] == "unlocked" and src != dst:
+            raise ConfigError(f"links.{link['index']}.mode", "'unlocked' needs sender and receiver on the same tick")
+    run = topology.run
+    if run["epochs"] is not None:
+        raise ConfigError("run.epochs", f"with tick_every > 1 give run.steps (a multiple of {slowest}) instead")
+    if run["steps"] % slowest:
+        raise ConfigError("run.steps", f"must be a multiple of {slowest} (the ticks' least common multiple), so every agent finishes its last block")
+    if run["eval_every"] % slowest:
+        raise ConfigError("run.eval_every", f"must be a multiple of {slowest} (the ticks' least common multiple), so evaluations start on a block")
+    eval_steps = getattr(instances[source], "eval_steps", None)
+    if eval_steps is None:
+        raise ConfigError(
+            f"agents.{source}.kind",
+            f"kind {topology.agents[source].kind!r} does not say how many steps an evaluation takes, so ticks cannot line up with it",
+        )
+    try:
+        count = eval_steps(run["eval_batch_size"])
+    except ValueError as err:
+        raise ConfigError(f"agents.{source}.{getattr(err, 'param', 'eval_steps')}", str(err)) from None
+    if count % slowest:
+        raise ConfigError(f"agents.{source}.eval_steps", f"an evaluation takes {count} steps, not a multiple of {slowest} (the ticks' least common multiple)")
+    # A message that covers several steps cannot be split at an episode boundary.
+    episode = getattr(instances[source], "episode_length", None)
+    for link in links:
+        src = ticks[link["src"]]
+        if episode and src > 1 and episode % src:
+            raise ConfigError(
+                f"agents.{source}.length",
+                f"episodes of {episode} steps do not line up with {link['src']!r}, whose messages cover {src} steps each",
+            )
 
 
 def _refuse_waiting_unlocked(links: list[dict]) -> None:
@@ -144,14 +187,20 @@ def _p_update(name: str, agent_params: dict, in_links: list[dict]) -> float | No
 
 def plan_run(topology: Topology) -> RunPlan:
     """Plan a run; raises `ConfigError` naming the key of the first problem."""
-    _refuse_unbuilt(topology)
     classes = _resolve(topology)
     sources = [n for n, c in classes.items() if issubclass(c, Source)]
     if len(sources) != 1:
         raise ConfigError("agents", f"a topology needs exactly one data source, found {sources or 'none'}")
     source = sources[0]
-    instances = {n: classes[n](n, topology.agents[n].params) for n in topology.agents}
-    links = [_link_dict(link, classes, False) for link in topology.links]
+    instances = {}
+    for n in topology.agents:
+        try:
+            instances[n] = classes[n](n, topology.agents[n].params)
+        except ValueError as err:  # a kind rejecting its parameters; `param` names one if it can
+            key = f"agents.{n}.{err.param}" if getattr(err, "param", None) else f"agents.{n}"
+            raise ConfigError(key, str(err)) from None
+    ticks = {n: spec.tick_every for n, spec in topology.agents.items()}
+    links = [_link_dict(link, classes, False, ticks) for link in topology.links]
     seen_inputs: dict[tuple[str, str], str] = {}
     for link in links:
         key = (link["dst"], link["dst_port"])
@@ -165,16 +214,17 @@ def plan_run(topology: Topology) -> RunPlan:
             host = link["src"] if link["sg"]["host"] == "sender" else link["dst"]
             if (host, "labels") not in seen_inputs:
                 implicit = LinkSpec(source, label_port, host, "labels", "none", link["sg"], {}, len(links))
-                links.append(_link_dict(implicit, classes, True))
+                links.append(_link_dict(implicit, classes, True, ticks))
                 seen_inputs[(host, "labels")] = f"labels for {link['src']}->{link['dst']}"
     # Complete unlock: a layer on an unlocked link predicts its input from the data x.
     data_port = getattr(classes[source], "data_port", classes[source].outputs[0])
     for link in list(links):
         if link["mode"] == "unlocked" and (link["dst"], DATA_PORT) not in seen_inputs:
             implicit = LinkSpec(source, data_port, link["dst"], DATA_PORT, "none", link["sg"], {}, len(links))
-            links.append(_link_dict(implicit, classes, True))
+            links.append(_link_dict(implicit, classes, True, ticks))
             seen_inputs[(link["dst"], DATA_PORT)] = f"data for {link['src']}->{link['dst']}"
     _refuse_waiting_unlocked(links)
+    _check_ticks(topology, instances, source, links)
     order = _order(topology, links)
     plan = RunPlan(topology=topology, classes=classes, source=source, order=order)
     out_shapes: dict[str, dict] = {source: instances[source].output_shapes()}
@@ -182,7 +232,11 @@ def plan_run(topology: Topology) -> RunPlan:
     for name in order:
         spec = topology.agents[name]
         in_links = [link for link in links if link["dst"] == name]
-        in_shapes = {link["dst_port"]: list(out_shapes[link["src"]][link["src_port"]]) for link in in_links}
+        # A port that takes several messages per block sees them stacked on a new dimension.
+        in_shapes = {
+            link["dst_port"]: ([n] if (n := link["dst_tick"] // link["src_tick"]) > 1 else []) + list(out_shapes[link["src"]][link["src_port"]])
+            for link in in_links
+        }
         agent = instances[name]
         if not issubclass(classes[name], Source):
             for port in classes[name].inputs:
@@ -191,7 +245,8 @@ def plan_run(topology: Topology) -> RunPlan:
             try:
                 _, shapes = agent.build({p: tuple(s) for p, s in in_shapes.items()})
             except (ValueError, KeyError, RuntimeError) as err:
-                raise ConfigError(f"agents.{name}", f"cannot build its module: {err}") from None
+                key = f"agents.{name}.{err.param}" if getattr(err, "param", None) else f"agents.{name}"
+                raise ConfigError(key, f"cannot build its module: {err}") from None
             out_shapes[name] = shapes
             if classes[name].terminal:
                 plan.terminals.append(name)
