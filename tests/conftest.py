@@ -46,10 +46,14 @@ def cli(tmp_path):
 QUICK_TIMEOUT_S = 420  # a quick benchmark takes under a minute alone; shared machines are slower
 
 
-def run_quick(script: Path, timeout: float = QUICK_TIMEOUT_S) -> dict:
-    """Run a benchmark with `--quick --json`; on timeout SIGTERM it (it stops its children), then kill."""
+def run_quick(script: Path, timeout: float = QUICK_TIMEOUT_S, extra: tuple[str, ...] = ()) -> dict:
+    """Run a benchmark with `--quick --json` (and `extra` arguments); on timeout SIGTERM it (it
+    stops its children), then kill."""
     proc = subprocess.Popen(
-        [sys.executable, str(script), "--quick", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), "--quick", "--json", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         out, err = proc.communicate(timeout=timeout)

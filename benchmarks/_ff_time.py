@@ -1,0 +1,255 @@
+"""Time to accuracy: wall seconds to 97% and 98% MNIST test accuracy, six ways, in one run.
+
+Arms, on a 4-layer FCN (3 hidden layers of W, classifier), W = 256 (the paper's net) and
+W = 2048 (compute-heavy: arithmetic, not messaging, dominates):
+
+  cdni-proc  cDNI across processes (synthgrad run, one torch thread per agent)
+  dni-proc   DNI across processes
+  bp-proc    locked backprop across processes
+  bp-1p      backprop in one process, a plain torch loop at 2 threads (nn.Sequential, one Adam)
+  dni-1p     DNI in one process at 2 threads: LocalRunner, all agent cores with in-memory queues,
+             the way public DNI libraries run every module in one program
+  cdni-1p    cDNI likewise
+
+Every arm evaluates on the full 10k test set every E steps (the same E and the same
+evaluation work in every arm: its cost is inside every figure) and stops once it has reached
+98% or its step cap.  The clock starts at the first training batch: process start-up
+(about 3 s) is outside, as module construction is for the in-process arms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import Child, log, synthgrad_command, table
+from _ff_topologies import fcn
+from synthgrad.agents.core import AgentCore, make_optimizer
+from synthgrad.agents.local import LocalRunner
+from synthgrad.orchestrator.config import load_topology
+from synthgrad.orchestrator.plan import RunPlan, plan_run
+from torch import nn
+
+THRESHOLDS = (0.97, 0.98)
+ARMS = ("cdni-proc", "dni-proc", "bp-proc", "bp-1p", "dni-1p", "cdni-1p")
+METHOD = {"cdni": "cdni", "dni": "dni", "bp": "backprop"}
+
+
+class Curve:
+    """(seconds since the first batch, training steps, test accuracy) per evaluation."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, int, float]] = []
+
+    def add(self, seconds: float, steps: int, accuracy: float) -> None:
+        self.points.append((seconds, steps, accuracy))
+
+    def reached(self, threshold: float) -> tuple[float, int] | None:
+        return next(((t, s) for t, s, a in self.points if a >= threshold), None)
+
+    @property
+    def done(self) -> bool:
+        return self.reached(THRESHOLDS[-1]) is not None
+
+
+def _topology(arm: str, width: int, steps: int, eval_every: int, workdir: Path) -> Path:
+    method = METHOD[arm.split("-")[0]]
+    path = workdir / f"time-w{width}-{arm}.toml"
+    path.write_text(
+        fcn(path.stem, 4, [method] * 3, steps=steps, eval_every=eval_every, width=width)
+    )
+    return path
+
+
+def _plan(path: Path) -> RunPlan:
+    return plan_run(load_topology(path, []))
+
+
+def run_processes(path: Path, steps: int, workdir: Path) -> Curve:
+    """`synthgrad run`, stopped (SIGTERM: a clean stop) once the last threshold is reached."""
+    runs = workdir / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    cmd = [*synthgrad_command(), "run", str(path), "--json", "--quiet", "--runs-dir", str(runs)]
+    curve, origin, offset = Curve(), None, 0
+    deadline = time.monotonic() + 300 + 2.0 * steps
+    with Child(cmd) as child:
+        metrics = None
+        while child.poll() is None and not curve.done:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path.name} ran past its deadline")
+            time.sleep(0.2)
+            if metrics is None:
+                new = set(runs.iterdir()) - before if runs.exists() else set()
+                if not new:
+                    continue
+                metrics = next(iter(new)) / "metrics.jsonl"
+            try:
+                with open(metrics, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.splitlines():
+                rec = json.loads(line)
+                if origin is None and rec["agent"] != "head" and rec.get("steps", 0) >= 1:
+                    origin = rec["t"]  # the source's first report comes with its first batch
+                if "eval" in rec and origin is not None:
+                    curve.add(rec["t"] - origin, rec["train_steps"], rec["test_accuracy"])
+    return curve
+
+
+def run_local(path: Path, threads: int) -> Curve:
+    """Every agent core in this process (LocalRunner), stopped once the last threshold is reached."""
+    torch.set_num_threads(threads)
+    plan = _plan(path)
+    cores = {
+        n: AgentCore(plan.classes[n](n, plan.specs[n]["params"]), plan.specs[n]) for n in plan.order
+    }
+    runner = LocalRunner(cores)
+    curve, clock = Curve(), {}
+
+    class StampedReports(list):
+        # LocalRunner appends every control report here; evaluations get their time on arrival.
+        def append(self, msg) -> None:
+            super().append(msg)
+            meta = msg.meta
+            if "eval" in meta and "t0" in clock:
+                curve.add(
+                    time.perf_counter() - clock["t0"], meta["train_steps"], meta["test_accuracy"]
+                )
+
+    runner.reports = StampedReports()
+    produce = runner.source.produce
+
+    def produce_until_done() -> bool:
+        clock.setdefault("t0", time.perf_counter())
+        return False if curve.done else produce()
+
+    runner.source.produce = produce_until_done
+    runner.run()
+    return curve
+
+
+def run_plain(path: Path, threads: int) -> Curve:
+    """Plain backprop: the plan's modules in one nn.Sequential, one Adam, at `threads` threads."""
+    torch.set_num_threads(threads)
+    plan = _plan(path)
+    run = plan.topology.run
+    torch.manual_seed(run["seed"])
+    layers = []
+    for name in [n for n in plan.order if n != plan.source]:
+        spec = plan.specs[name]
+        module, _ = plan.classes[name](name, spec["params"]).build(
+            {"in": tuple(spec["in_shapes"]["in"])}
+        )
+        layers.append(module)
+    model = nn.Sequential(*layers)
+    optimizer = make_optimizer(model.parameters(), run, None)
+    source = plan.classes[plan.source](plan.source, plan.specs[plan.source]["params"])
+    source.open(run["batch_size"], run["seed"])
+    curve, t0 = Curve(), time.perf_counter()
+    for step in range(1, run["steps"] + 1):
+        data = source.train_batch()
+        loss = F.cross_entropy(
+            model(torch.from_numpy(data["x"])), torch.from_numpy(data["y"]).long()
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % run["eval_every"] == 0 or step == run["steps"]:
+            model.eval()
+            correct = total = 0
+            with torch.no_grad():
+                for batch in source.eval_batches(run["eval_batch_size"]):
+                    correct += int(
+                        (
+                            model(torch.from_numpy(batch["x"])).argmax(1)
+                            == torch.from_numpy(batch["y"])
+                        ).sum()
+                    )
+                    total += len(batch["y"])
+            model.train()
+            curve.add(time.perf_counter() - t0, step, correct / total)
+            if curve.done:
+                break
+    return curve
+
+
+def run_arm(arm: str, width: int, steps: int, eval_every: int, workdir: Path) -> Curve:
+    path = _topology(arm, width, steps, eval_every, workdir)
+    if arm.endswith("-proc"):
+        return run_processes(path, steps, workdir)
+    if arm == "bp-1p":
+        return run_plain(path, threads=2)
+    return run_local(path, threads=2)
+
+
+def time_to_accuracy(quick: bool, workdir: Path) -> dict:
+    """The section's arms for each width; a table of seconds (and steps) to each threshold."""
+    # width: (step cap, evaluation every E steps)
+    settings = {64: (40, 20)} if quick else {256: (3000, 100), 2048: (1200, 100)}
+    arms = ("cdni-proc", "bp-1p", "cdni-1p") if quick else ARMS
+    results: dict[str, dict] = {}
+    rows = []
+    for width, (steps, every) in settings.items():
+        for arm in arms:
+            log(f"  time w{width} {arm} ...")
+            curve = run_arm(arm, width, steps, every, workdir)
+            hits = {f"{int(100 * t)}": curve.reached(t) for t in THRESHOLDS}
+            last = curve.points[-1] if curve.points else (None, None, None)
+            results[f"w{width}-{arm}"] = {
+                "width": width,
+                "arm": arm,
+                "cap": steps,
+                "eval_every": every,
+                "points": curve.points,
+                "reached": hits,
+                "final_accuracy": last[2],
+                # test error against steps, for the section's plot
+                "curve": [(s, 100 * (1 - a)) for _, s, a in curve.points],
+            }
+            log(f"  time w{width} {arm}: {hits}")
+            cells = [
+                f"{t:.1f} s ({s})" if (t, s) != (None, None) else "not reached"
+                for t, s in ((h or (None, None)) for h in hits.values())
+            ]
+            rows.append(
+                [f"{width}", arm, *cells, f"{100 * last[2]:.2f}%" if last[2] is not None else "-"]
+            )
+    text = table(
+        ["width", "arm", "to 97% (steps)", "to 98% (steps)", "last accuracy"], rows, "lllll"
+    )
+    ratios = []
+    for width in settings:
+
+        def seconds(arm: str, width: int = width) -> float | None:
+            hit = results.get(f"w{width}-{arm}", {}).get("reached", {}).get("97")
+            return hit[0] if hit else None
+
+        for num, den, target in (
+            ("cdni-proc", "cdni-1p", 0.8),
+            ("cdni-proc", "bp-1p", 1.5),
+            ("dni-proc", "dni-1p", None),
+            ("bp-proc", "bp-1p", None),
+        ):
+            a, b = seconds(num), seconds(den)
+            ratios.append(
+                [
+                    f"{width}",
+                    f"{num} / {den}",
+                    f"{a / b:.2f}" if a and b else "-",
+                    f"<= {target}" if target else "-",
+                ]
+            )
+    text += "\n\n" + table(["width", "time to 97%", "ratio", "target"], ratios, "llrl")
+    return {
+        "steps": {str(w): s for w, (s, _) in settings.items()},
+        "arms": results,
+        "table": text,
+        "ratios": ratios,
+    }
