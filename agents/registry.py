@@ -2,8 +2,8 @@
 
 A topology names a kind in one of three ways:
   * a registered name: the built-ins (`source`, `dense`, `conv`, `head`, `rnn`, `copy_task`,
-    `text`) and any class passed
-    to `register`;
+    `text`, and the two-timescale system's `digit_stream`, `fast_counter`, `slow_counter`)
+    and any class passed to `register`;
   * an entry point in the group `synthgrad.agents` of an installed distribution;
   * an import path `package.module:Class`.
 """
@@ -24,6 +24,9 @@ BUILTIN = {
     "rnn": "synthgrad.agents.recurrent:RNN",
     "copy_task": "synthgrad.agents.sequence_source:CopyTaskSource",
     "text": "synthgrad.agents.sequence_source:TextSource",
+    "digit_stream": "synthgrad.agents.timescale:DigitStream",
+    "fast_counter": "synthgrad.agents.timescale:FastCounter",
+    "slow_counter": "synthgrad.agents.timescale:SlowCounter",
 }
 _registered: dict[str, type] = {}
 
