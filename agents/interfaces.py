@@ -27,13 +27,14 @@ class SyntheticGradientModel(nn.Module):
     untrained SG model cannot push its sender anywhere (the paper's initialisation).
     """
 
-    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0) -> None:
+    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0, context_steps: int = 1) -> None:
         super().__init__()
         self.h_shape = tuple(h_shape)
         self.context_classes = context_classes
         width = math.prod(self.h_shape)
         layers: list[nn.Module] = []
-        fan_in = width + context_classes
+        # An agent ticking every T steps gets T labels per act (stacked): one one-hot each.
+        fan_in = width + context_classes * context_steps
         for size in hidden:
             layers += [nn.Linear(fan_in, size), nn.ReLU()]
             fan_in = size
@@ -47,7 +48,8 @@ class SyntheticGradientModel(nn.Module):
         if self.context_classes:
             if context is None:
                 raise ValueError("this SG model is conditioned (cDNI) and needs its context")
-            flat = torch.cat([flat, F.one_hot(context.long(), self.context_classes).to(flat.dtype)], 1)
+            onehot = F.one_hot(context.long(), self.context_classes).to(flat.dtype)
+            flat = torch.cat([flat, onehot.reshape(flat.shape[0], -1)], 1)
         return self.net(flat).reshape(h.shape)
 
 
@@ -86,7 +88,7 @@ class ConvSyntheticGradientModel(nn.Module):
         return self.net(h)
 
 
-def build_sg_model(sg: dict, h_shape: Shape, context_classes: int) -> nn.Module:
+def build_sg_model(sg: dict, h_shape: Shape, context_classes: int, context_steps: int = 1) -> nn.Module:
     """The SG model a link's `sg` options describe (`model`, `hidden`, `context`, `kernel`).
 
     `model = "conv"` builds a convolutional SG for (C, H, W) activations; on a flat activation
@@ -98,7 +100,7 @@ def build_sg_model(sg: dict, h_shape: Shape, context_classes: int) -> nn.Module:
             return ConvSyntheticGradientModel(h_shape, list(sg.get("hidden", [])), classes, int(sg.get("kernel", 5)))
         return SyntheticGradientModel(h_shape, [], classes)
     hidden = list(sg.get("hidden", [])) if sg.get("model") == "mlp" else []
-    return SyntheticGradientModel(h_shape, hidden, classes)
+    return SyntheticGradientModel(h_shape, hidden, classes, context_steps)
 
 
 class StepCache:
@@ -163,8 +165,8 @@ class Regressor:
 class _HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""
 
-    def __init__(self, sg: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
-        super().__init__(build_sg_model(sg, h_shape, context_classes), sg.get("lr") or lr)
+    def __init__(self, sg: dict, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1) -> None:
+        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps), sg.get("lr") or lr)
         self.scale = float(sg.get("scale", 1.0))
 
     # The model works at per-example scale: gradients of a batch-mean loss are 1/B of each
@@ -197,7 +199,8 @@ class SenderInterface:
         self.cache: StepCache | None = None
         sg = link["sg"]
         if self.mode in ("dni", "unlocked") and sg["host"] == "sender":
-            self.hosted = _HostedSG(sg, h_shape, context_classes, lr)
+            # Labels reach the sender stacked by its tick (they come from the source, tick 1).
+            self.hosted = _HostedSG(sg, h_shape, context_classes, lr, int(link.get("src_tick", 1)))
             self.cache = StepCache(sg["cache"])
         self.needs_context = bool(self.hosted and sg.get("context"))
         self.lam = float(sg.get("lam", 0.0) or 0.0) if self.hosted is not None else 0.0
@@ -247,7 +250,7 @@ class ReceiverInterface:
         self.hosted: _HostedSG | None = None
         sg = link["sg"]
         if self.mode in ("dni", "unlocked") and sg["host"] == "receiver":
-            self.hosted = _HostedSG(sg, h_shape, context_classes, lr)
+            self.hosted = _HostedSG(sg, h_shape, context_classes, lr, int(link.get("dst_tick", 1)))
         self.needs_context = bool(self.hosted and sg.get("context"))
 
     @property

@@ -10,6 +10,7 @@ of `length`.  Ports, per step:
     odd     []       int64: odd digits seen so far in the episode, this one included (A's task)
     threes  []       int64: 3s seen so far in the episode, this one included (B's task)
     reset   []       float: the reset flag alone (B has no image to read it from)
+    digit   []       int64: the digit's class, the label port (cDNI conditions SG models on it)
 
 Agent A (`fast_counter`): a 2-layer FCN (Linear, BN, ReLU) under an LSTM whose readout
 classifies the odd count (classes 0 .. `classes` - 1) at every step; it also emits a message
@@ -71,8 +72,8 @@ class DigitStream(Source):
     """
 
     kind = "digit_stream"
-    outputs = ("x", "odd", "threes", "reset")
-    label_port = "odd"
+    outputs = ("x", "odd", "threes", "reset", "digit")
+    label_port = "digit"
     defaults = {"dataset": "mnist", "length": 16, "eval_steps": 32}
 
     def __init__(self, name: str, params: dict) -> None:
@@ -91,11 +92,11 @@ class DigitStream(Source):
         self.state = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def output_shapes(self):
-        return {"x": (self.pixels + 1,), "odd": (), "threes": (), "reset": ()}
+        return {"x": (self.pixels + 1,), "odd": (), "threes": (), "reset": (), "digit": ()}
 
     @property
     def num_classes(self) -> int:
-        return self.episode_length + 1  # a count of 0 .. length
+        return IMAGE_SETS[self.params["dataset"]][1]  # of the label port, `digit`
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return 60_000 // batch_size  # nominal: digits are drawn with replacement (use run.steps)
@@ -119,7 +120,7 @@ class DigitStream(Source):
         state = _counts(labels, start, state)
         flat = images.reshape(len(labels), -1)
         x = np.concatenate([flat, start[:, None].astype(np.float32)], 1)
-        batch = {"x": x, "odd": state[0].copy(), "threes": state[1].copy(), "reset": start.astype(np.float32)}
+        batch = {"x": x, "odd": state[0].copy(), "threes": state[1].copy(), "reset": start.astype(np.float32), "digit": labels.astype(np.int64)}
         return batch, state
 
     def train_batch(self):

@@ -60,9 +60,10 @@ def steps_of(runner: Recorder, src: str, dest: str, kind: Kind, train: bool = Tr
     return [m.step for s, d, m in runner.sent if s == src and d == dest and m.kind == kind and ("eval" in m.meta) != train]
 
 
-@pytest.mark.parametrize("mode", ["dni", "backprop"])
+@pytest.mark.parametrize("mode", ["dni", "cdni", "backprop"])
 def test_slow_agent_acts_once_per_block_and_gradients_come_back_to_their_step(mode):
-    runner = run(mode)
+    # cdni: the SG model on A's message reads the 4 stacked digit labels of A's block too.
+    runner = run("dni", "links.1.sg.context=true") if mode == "cdni" else run(mode)
     fast, slow = runner.cores["fast"], runner.cores["slow"]
     # Step ids are the source's clock: training 0-31, evaluation 32-47, training 48-79, then the
     # final evaluation.  A acts on the last step of each block of 4, B of each block of 16.
@@ -79,7 +80,7 @@ def test_slow_agent_acts_once_per_block_and_gradients_come_back_to_their_step(mo
     assert fast.rejected == slow.rejected == 0  # every target met its cached or parked step
     assert not fast.parked and not fast.pending and not slow.pending and not fast.in_steps
     (sender,) = fast.senders.values()
-    if mode == "dni":
+    if mode != "backprop":
         assert fast.updates == STEPS // 4  # A never waits for B
         assert len(sender.cache) == 0 and sender.cache.evicted == 0
     else:
