@@ -262,7 +262,7 @@ class AgentCore:
             if receiver.hosted is not None:
                 link = receiver.link
                 grad = receiver.answer(xs[link["dst_port"]].detach(), labels)
-                self._send_upstream(link, Kind.SYNTH_GRAD, step, grad, pop=False)
+                self._send_upstream(link, Kind.SYNTH_GRAD, step, grad)
         outputs = self.agent.forward(xs)
         if not synthetic:
             for link in self.out_links:
@@ -291,7 +291,7 @@ class AgentCore:
         else:
             self._update(step, xs, outputs, context, loss, grads, synthetic, held)
 
-    def _send_upstream(self, link: dict, kind: Kind, step: int, grad: torch.Tensor, pop: bool = True) -> None:
+    def _send_upstream(self, link: dict, kind: Kind, step: int, grad: torch.Tensor) -> None:
         """Send an input gradient back; a stacked input's goes back slice by slice, each
         under the step of the message it belongs to."""
         steps = self.in_steps.get(step, {}).get(link["dst_port"], [step])
