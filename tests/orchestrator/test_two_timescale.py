@@ -38,10 +38,10 @@ def test_timescale_benchmark_section_quick(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     section = _timescale.run_section(quick=True, runs_dir=tmp_path)
-    assert set(section["arms"]) == {"dni", "locked", "none"}
+    assert set(section["arms"]) == {"dni", "cdni", "locked", "none"}
     for arm in section["arms"].values():
-        assert [point[0] for point in arm["curve"]] == [160, 320]
+        assert [point[0] for point in arm["curve"]] == [80, 160]
         assert all(0.0 <= acc <= 1.0 for point in arm["curve"] for acc in point[1:])
         assert arm["a_final"] == arm["curve"][-1][1] and arm["b_final"] == arm["curve"][-1][2]
-        assert arm["a_steps_to_final"] in (160, 320) and arm["wall_s"] > 0
+        assert arm["a_steps_to_final"] in (80, 160) and arm["wall_s"] > 0
     assert "| dni |" in _timescale.text(section)
