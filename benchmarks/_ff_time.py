@@ -192,7 +192,7 @@ def run_arm(arm: str, width: int, steps: int, eval_every: int, workdir: Path) ->
 def time_to_accuracy(quick: bool, workdir: Path) -> dict:
     """The section's arms for each width; a table of seconds (and steps) to each threshold."""
     # width: (step cap, evaluation every E steps)
-    settings = {64: (40, 20)} if quick else {256: (3000, 100), 2048: (1200, 100)}
+    settings = {64: (40, 20)} if quick else {256: (3000, 100), 2048: (600, 50)}
     arms = ("cdni-proc", "bp-1p", "cdni-1p") if quick else ARMS
     results: dict[str, dict] = {}
     rows = []

@@ -242,7 +242,11 @@ def section_time(budget: Budget, workdir: Path) -> dict:
 
 
 def plot(section: str, result: dict, out: Path) -> Path | None:
-    """Test error against steps for every arm of a section: one PNG."""
+    """Test error against steps for every arm of a section: one PNG, one panel per group.
+
+    The fcn section gets a panel per depth with one colour per method; other sections one
+    panel with one line per arm.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,21 +255,35 @@ def plot(section: str, result: dict, out: Path) -> Path | None:
     arms = {n: a for n, a in result.get("arms", {}).items() if a.get("curve")}
     if not arms:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, dict] = {}
     for name, arm in arms.items():
-        steps, errors = zip(*arm["curve"], strict=True)
-        ax.plot(steps, errors, marker=".", label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("training steps (batches of 256)")
-    ax.set_ylabel("test error % (log)")
-    ax.set_title(f"paper_ff: {section}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+        key = name.split("-")[0] if section == "fcn" else section
+        groups.setdefault(key, {})[name] = arm
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 2.5, 4.5), squeeze=False)
+    for ax, (key, members) in zip(axes[0], groups.items(), strict=True):
+        for name, arm in members.items():
+            steps, errors = zip(*arm["curve"], strict=True)
+            label = name.removeprefix(f"{key}-") if section == "fcn" else name
+            ax.plot(steps, errors, marker=".", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("training steps (batches of 256)")
+        ax.set_title(key if section == "fcn" else f"paper_ff: {section}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test error % (log)")
     fig.tight_layout()
     path = out / f"paper_ff_{section}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def replot(report_path: Path, out: Path) -> int:
+    """Draw the PNGs again from a saved report (paper_ff.json) without running anything."""
+    report = json.loads(report_path.read_text())
+    for section, result in report["sections"].items():
+        print(plot(section, result, out))
+    return 0
 
 
 # ----------------------------------------------------------------------------- main
@@ -286,9 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="PNG plots, JSON and run dirs (default runs/paper_ff[_quick])"
     )
+    parser.add_argument(
+        "--replot", type=Path, help="only redraw the plots of a saved paper_ff.json"
+    )
     args = parser.parse_args(argv)
     # A smoke run must never overwrite the figures of a full one.
     args.out = args.out or REPO / "runs" / ("paper_ff_quick" if args.quick else "paper_ff")
+    if args.replot:
+        return replot(args.replot, args.out)
     exit_on_sigterm()
     budget = Budget(args.quick, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
