@@ -214,7 +214,8 @@ class FastCounter(_Counter):
         steps = x.shape[1]
         m = self.module
         features = m.fcn(x[..., :-1].reshape(batch * steps, -1)).reshape(batch, steps, -1)
-        hs, h, c = m.core.run(features, x[..., -1], *self._state(batch, m.core.units))
+        reset = (x[..., -1] > 0.5).to(x.dtype)
+        hs, h, c = m.core.run(features, reset, *self._state(batch, m.core.units))
         self._keep(h, c)
         message = m.message(hs.reshape(batch * steps, -1)).reshape(batch, *lead, -1)
         return {"message": message, "logits": m.core.readout(hs).reshape(batch, *lead, -1)}
@@ -254,11 +255,13 @@ class SlowCounter(_Counter):
         batch = inputs["message"].shape[0]
         messages = _steps_first(inputs["message"], math.prod(inputs["message"].shape[1:]) // self.unroll)
         # Episodes line up with A's messages (planning checks it), so a part's first flag is its reset.
-        reset = _steps_first(inputs["reset"], inputs["reset"][0].numel() // self.unroll)[..., 0]
+        flags = (inputs["reset"] > 0.5).to(messages.dtype)
+        reset = _steps_first(flags, flags[0].numel() // self.unroll)[..., 0]
         core = self.module
         hs, h, c = core.run(messages, reset, *self._state(batch, core.units))
         self._keep(h, c)
-        return {"logits": core.readout(hs)}
+        # The flags join the graph with weight 0, so their (zero) gradient is defined.
+        return {"logits": core.readout(hs) + 0.0 * inputs["reset"].sum()}
 
     def _targets(self, threes: torch.Tensor) -> torch.Tensor:
         """The count at the end of each of the block's parts."""

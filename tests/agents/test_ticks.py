@@ -154,3 +154,14 @@ def test_cli_refuses_misaligned_ticks_with_exit_2(cli):
     proc = cli("run", str(TOPOLOGY), "--set", "agents.slow.tick_every=6", timeout=60)
     assert proc.returncode == 2
     assert "agents.slow.tick_every" in proc.stderr
+
+
+def test_check_agent_passes_on_the_two_timescale_kinds():
+    from synthgrad.agents import check_agent
+    from synthgrad.agents.timescale import DigitStream, FastCounter, SlowCounter
+
+    check_agent(DigitStream, {"dataset": "digits", "length": 4, "eval_steps": 8})
+    small = {"fcn": 8, "hidden": 8, "message": 4}
+    # The checker acts at tick 1 (one label per row), so the kinds are checked unstacked.
+    check_agent(FastCounter, small, in_shapes={"x": (65,)})
+    check_agent(SlowCounter, {"hidden": 8, "unroll": 1}, in_shapes={"message": (4,), "reset": ()})
