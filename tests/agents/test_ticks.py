@@ -87,6 +87,18 @@ def test_slow_agent_acts_once_per_block_and_gradients_come_back_to_their_step(mo
         assert fast.updates == STEPS // 16  # locked: one update per B block, after B's gradient
 
 
+@pytest.mark.parametrize("extra, kind", [("links.1.sg.host=receiver", Kind.SYNTH_GRAD), ("links.1.sg.lam=0.5", Kind.GRAD)])
+def test_waiting_dni_variants_run_ahead_over_the_slow_block(extra, kind):
+    # A receiver-hosted SG answers only when B acts, and BP(lambda) needs B's true gradient:
+    # either way A parks its ticks until B's block is complete, then updates once.
+    runner = run("dni", extra)
+    fast = runner.cores["fast"]
+    assert (fast.steps, fast.updates) == (STEPS // 4, STEPS // 16)
+    answers = sorted(m.step for s, _, m in runner.sent if s == "slow" and m.kind == kind)
+    assert answers == steps_of(runner, "fast", "slow", Kind.ACT)
+    assert fast.rejected == runner.cores["slow"].rejected == 0 and not fast.parked
+
+
 def test_none_link_sends_no_gradient_and_a_still_acts_every_tick():
     runner = run("none")
     assert not [m for s, _, m in runner.sent if s == "slow" and m.kind == Kind.GRAD]
