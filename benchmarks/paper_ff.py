@@ -61,8 +61,10 @@ FCN_METHODS = ("none", "backprop", "dni", "cdni")
 class Budget:
     """Steps and evaluation cadence of each section (--quick: a smoke test of the code paths)."""
 
-    def __init__(self, quick: bool, steps: int | None) -> None:
-        self.quick = quick
+    def __init__(
+        self, quick: bool, steps: int | None, widths: tuple[int, ...] = (256, 1024)
+    ) -> None:
+        self.quick, self.widths = quick, widths
         self.fcn = steps or (40 if quick else 2000)  # 2000 batches of 256 = 8.5 MNIST epochs
         self.cnn = 30 if quick else 600
         self.evals = 2 if quick else 8  # evaluations per arm, evenly spaced, the last at the end
@@ -235,7 +237,7 @@ def section_cnn(budget: Budget, workdir: Path) -> dict:
 def section_time(budget: Budget, workdir: Path) -> dict:
     from _ff_time import time_to_accuracy  # torch is imported only when this section runs
 
-    return time_to_accuracy(budget.quick, workdir)
+    return time_to_accuracy(budget.quick, workdir, budget.widths)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         return replot(args.replot, args.out)
     exit_on_sigterm()
-    budget = Budget(args.quick, args.steps)
+    budget = Budget(args.quick, args.steps, tuple(args.widths))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {**header(__file__, args.quick), "machine": machine(), "sections": {}}
     done: dict[str, dict] = report["sections"]
