@@ -309,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replot", type=Path, help="only redraw the plots of a saved paper_ff.json"
     )
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[256, 1024],
+        help="hidden widths of the time section",
+    )
     args = parser.parse_args(argv)
     # A smoke run must never overwrite the figures of a full one.
     args.out = args.out or REPO / "runs" / ("paper_ff_quick" if args.quick else "paper_ff")
