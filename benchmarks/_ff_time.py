@@ -13,7 +13,9 @@ evaluations, too slow for six arms in one session (docs/results.md):
              the way public DNI libraries run every module in one program
   cdni-1p    cDNI likewise
 
-Every arm evaluates on the full 10k test set every E steps (the same E and the same
+Torch at 2 threads slows down many times when a third process takes a core (a 2-thread arm
+took 89 s instead of 3 s to 97% beside a niced experiment), so on a shared machine run with
+--wait-quiet.  Every arm evaluates on the full 10k test set every E steps (the same E and the same
 evaluation work in every arm: its cost is inside every figure) and stops once it has reached
 98% or its step cap.  The clock starts at the first training batch: process start-up
 (about 3 s) is outside, as module construction is for the in-process arms.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import Child, log, synthgrad_command, table
+from _common import Child, log, synthgrad_command, table, wait_until_quiet
 from _ff_topologies import fcn
 from synthgrad.agents.core import AgentCore, make_optimizer
 from synthgrad.agents.local import LocalRunner
@@ -36,6 +38,7 @@ from synthgrad.orchestrator.plan import RunPlan, plan_run
 from torch import nn
 
 THRESHOLDS = (0.97, 0.98)
+QUIET = 0.25  # cores of other work under which the machine counts as quiet
 ARMS = ("cdni-proc", "dni-proc", "bp-proc", "bp-1p", "dni-1p", "cdni-1p")
 METHOD = {"cdni": "cdni", "dni": "dni", "bp": "backprop"}
 
@@ -191,8 +194,14 @@ def run_arm(arm: str, width: int, steps: int, eval_every: int, workdir: Path) ->
     return run_local(path, threads=2)
 
 
-def time_to_accuracy(quick: bool, workdir: Path, widths: tuple[int, ...] = (256, 1024)) -> dict:
-    """The section's arms for each width; a table of seconds (and steps) to each threshold."""
+def time_to_accuracy(
+    quick: bool, workdir: Path, widths: tuple[int, ...] = (256, 1024), wait_quiet_s: float = 0.0
+) -> dict:
+    """The section's arms for each width; a table of seconds (and steps) to each threshold.
+
+    With `wait_quiet_s` each arm first waits (up to that long) for the rest of the machine to
+    go quiet; the cores other work used just before it started are recorded with the arm.
+    """
     # width: (step cap, evaluation every E steps).  The paper's width runs 3000 steps at most;
     # wider nets learn in fewer steps but each costs (width / 256)^2 as much.
     settings = {64: (40, 20)} if quick else {w: (3000 if w <= 256 else 1000, 100) for w in widths}
@@ -201,7 +210,8 @@ def time_to_accuracy(quick: bool, workdir: Path, widths: tuple[int, ...] = (256,
     rows = []
     for width, (steps, every) in settings.items():
         for arm in arms:
-            log(f"  time w{width} {arm} ...")
+            others = wait_until_quiet(wait_quiet_s, QUIET)
+            log(f"  time w{width} {arm} (others busy: {others}) ...")
             curve = run_arm(arm, width, steps, every, workdir)
             hits = {f"{int(100 * t)}": curve.reached(t) for t in THRESHOLDS}
             last = curve.points[-1] if curve.points else (None, None, None)
@@ -213,6 +223,7 @@ def time_to_accuracy(quick: bool, workdir: Path, widths: tuple[int, ...] = (256,
                 "points": curve.points,
                 "reached": hits,
                 "final_accuracy": last[2],
+                "others_cores_before": others,
                 # test error against steps, for the section's plot
                 "curve": [(s, 100 * (1 - a)) for _, s, a in curve.points],
             }

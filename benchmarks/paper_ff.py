@@ -65,6 +65,7 @@ class Budget:
         self, quick: bool, steps: int | None, widths: tuple[int, ...] = (256, 1024)
     ) -> None:
         self.quick, self.widths = quick, widths
+        self.wait_quiet_s = 0.0
         self.fcn = steps or (40 if quick else 2000)  # 2000 batches of 256 = 8.5 MNIST epochs
         self.cnn = 30 if quick else 600
         self.evals = 2 if quick else 8  # evaluations per arm, evenly spaced, the last at the end
@@ -237,7 +238,7 @@ def section_cnn(budget: Budget, workdir: Path) -> dict:
 def section_time(budget: Budget, workdir: Path) -> dict:
     from _ff_time import time_to_accuracy  # torch is imported only when this section runs
 
-    return time_to_accuracy(budget.quick, workdir, budget.widths)
+    return time_to_accuracy(budget.quick, workdir, budget.widths, budget.wait_quiet_s)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -316,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[256, 1024],
         help="hidden widths of the time section",
     )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each time arm, wait up to S seconds for other work to leave the cores",
+    )
     args = parser.parse_args(argv)
     # A smoke run must never overwrite the figures of a full one.
     args.out = args.out or REPO / "runs" / ("paper_ff_quick" if args.quick else "paper_ff")
@@ -323,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return replot(args.replot, args.out)
     exit_on_sigterm()
     budget = Budget(args.quick, args.steps, tuple(args.widths))
+    budget.wait_quiet_s = args.wait_quiet
     args.out.mkdir(parents=True, exist_ok=True)
     report = {**header(__file__, args.quick), "machine": machine(), "sections": {}}
     done: dict[str, dict] = report["sections"]
