@@ -124,6 +124,7 @@ class AgentCore:
         module.train()
         lr = agent.params.get("lr")
         self.optimizer = make_optimizer(module.parameters(), self.run, lr)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         classes = self.spec["num_classes"]
         rate = lr or self.run["lr"]
         self.senders = {
@@ -301,6 +302,15 @@ class AgentCore:
             for i, s in enumerate(steps):
                 self.send(link["src"], BACKWARD, kind, link["src_port"], s, {"g": to_array(grad[:, i])})
 
+    def _decay_lr(self, step: int) -> None:
+        """`run.lr_decay_at`: the agent's own rate times `lr_decay` per milestone passed.
+        SG and synthetic-input models keep their rate, so they go on tracking their targets."""
+        passed = sum(1 for milestone in self.run.get("lr_decay_at", ()) if step >= milestone)
+        if passed:
+            factor = self.run["lr_decay"] ** passed
+            for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base * factor
+
     def _update(self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None) -> None:
         self._apply([(step, xs, outputs, context, loss, grads)], synthetic, held)
 
@@ -322,6 +332,7 @@ class AgentCore:
             # The draw comes from the agent's own seeded generator: reproducible, and
             # independent of every other agent's draws.
             if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
+                self._decay_lr(max(item[0] for item in items))
                 self.optimizer.step()
                 self.updates += 1
             self.optimizer.zero_grad(set_to_none=True)

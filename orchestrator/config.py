@@ -29,6 +29,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "optimizer": "adam",
     "lr": 3e-4,
+    # Step decay (the paper divided its rate by 10 at 300k and 400k of 500k steps): at each
+    # listed step every agent's own learning rate is multiplied by `lr_decay` once more.
+    "lr_decay_at": [],
+    "lr_decay": 0.1,
     "hwm": 4,  # messages a data socket buffers before its sender must wait (back-pressure)
     "register_timeout_s": 60.0,
     "metrics_every_s": 1.0,
@@ -199,6 +203,12 @@ def _validate_run(given: Any) -> dict:
     _expect(run["seed"], int, "run.seed", "an integer")
     if _expect(run["lr"], (int, float), "run.lr", "a number") <= 0:
         raise ConfigError("run.lr", "must be positive")
+    milestones = _expect(run["lr_decay_at"], list, "run.lr_decay_at", "a list of steps")
+    if any(not isinstance(m, int) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        raise ConfigError("run.lr_decay_at", f"must be increasing positive step numbers, got {milestones}")
+    decay = _expect(run["lr_decay"], (int, float), "run.lr_decay", "a number")
+    if not 0 < decay <= 1:
+        raise ConfigError("run.lr_decay", f"must be in (0, 1], got {decay}")
     if run["optimizer"] not in ("adam", "sgd"):
         raise ConfigError("run.optimizer", "must be 'adam' or 'sgd'")
     return run

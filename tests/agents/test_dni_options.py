@@ -165,3 +165,22 @@ def test_conv_cdni_learns():
         assert isinstance(sender.hosted.model, ConvSyntheticGradientModel)
         assert sender.hosted.model.context_classes == 10
     assert runner.evaluations()[-1]["test_accuracy"] > 0.8  # chance: 0.1
+
+
+# ----------------------------------------------------------------- learning-rate decay
+def test_lr_decay_scales_each_agents_own_rate_per_milestone_passed():
+    runner = run("mnist_cdni.toml", "run.lr_decay_at=[10, 20]", "run.lr_decay=0.5", steps=30)
+    for name in ("l1", "l2", "l3", "head"):
+        core = runner.cores[name]
+        assert [g["lr"] for g in core.optimizer.param_groups] == pytest.approx([3e-3 * 0.25])
+        for sender in core.senders.values():  # SG models keep their own rate
+            assert sender.hosted.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
+
+
+def test_lr_decay_changes_training_only_after_its_milestone():
+    plain = run("mnist_backprop.toml", steps=12)
+    late = run("mnist_backprop.toml", "run.lr_decay_at=[12]", steps=12)  # never reached
+    early = run("mnist_backprop.toml", "run.lr_decay_at=[6]", steps=12)
+    assert_same_parameters(plain, late)
+    with pytest.raises(AssertionError):
+        assert_same_parameters(plain, early)

@@ -41,6 +41,8 @@ def test_parse_value_reads_toml_scalars_and_falls_back_to_text():
         ("links.0.mode=sideways", "links.0.mode"),
         ("link_defaults.sg.model=huge", "links.0.sg.model"),
         ("agents.l1.tick_every=0", "agents.l1.tick_every"),
+        ("run.lr_decay_at=[300, 200]", "run.lr_decay_at"),
+        ("run.lr_decay=1.5", "run.lr_decay"),
         ('links.1.to="nowhere"', "links.1.to"),
         ("links.9.mode=dni", "links.9"),
     ],
