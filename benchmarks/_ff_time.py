@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import Child, log, synthgrad_command, table, wait_until_quiet
 from _ff_topologies import fcn
-from synthgrad.agents.core import AgentCore, make_optimizer
+from _plain import PlainChain
+from synthgrad.agents.core import AgentCore
 from synthgrad.agents.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import RunPlan, plan_run
-from torch import nn
 
 THRESHOLDS = (0.97, 0.98)
 QUIET = 0.25  # cores of other work under which the machine counts as quiet
@@ -143,43 +142,13 @@ def run_local(path: Path, threads: int) -> Curve:
 def run_plain(path: Path, threads: int) -> Curve:
     """Plain backprop: the plan's modules in one nn.Sequential, one Adam, at `threads` threads."""
     torch.set_num_threads(threads)
-    plan = _plan(path)
-    run = plan.topology.run
-    torch.manual_seed(run["seed"])
-    layers = []
-    for name in [n for n in plan.order if n != plan.source]:
-        spec = plan.specs[name]
-        module, _ = plan.classes[name](name, spec["params"]).build(
-            {"in": tuple(spec["in_shapes"]["in"])}
-        )
-        layers.append(module)
-    model = nn.Sequential(*layers)
-    optimizer = make_optimizer(model.parameters(), run, None)
-    source = plan.classes[plan.source](plan.source, plan.specs[plan.source]["params"])
-    source.open(run["batch_size"], run["seed"])
+    run = (plan := _plan(path)).topology.run
+    chain = PlainChain(plan)
     curve, t0 = Curve(), time.perf_counter()
     for step in range(1, run["steps"] + 1):
-        data = source.train_batch()
-        loss = F.cross_entropy(
-            model(torch.from_numpy(data["x"])), torch.from_numpy(data["y"]).long()
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        chain.train_step()
         if step % run["eval_every"] == 0 or step == run["steps"]:
-            model.eval()
-            correct = total = 0
-            with torch.no_grad():
-                for batch in source.eval_batches(run["eval_batch_size"]):
-                    correct += int(
-                        (
-                            model(torch.from_numpy(batch["x"])).argmax(1)
-                            == torch.from_numpy(batch["y"])
-                        ).sum()
-                    )
-                    total += len(batch["y"])
-            model.train()
-            curve.add(time.perf_counter() - t0, step, correct / total)
+            curve.add(time.perf_counter() - t0, step, chain.accuracy())
             if curve.done:
                 break
     return curve

@@ -54,7 +54,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import (
     REPO,
     Child,
@@ -69,11 +68,11 @@ from _common import (
     table,
     wait_until_quiet,
 )
-from synthgrad.agents.core import AgentCore, make_optimizer
+from _plain import PlainChain
+from synthgrad.agents.core import AgentCore
 from synthgrad.agents.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import RunPlan, plan_run
-from torch import nn
 
 TOPOLOGY = REPO / "examples" / "bench_chain.toml"
 HEAD = "head"  # the terminal agent of bench_chain.toml: its reports carry the run's progress
@@ -253,45 +252,19 @@ def run_local(sets: list[str], steps: int, warm: int, batch: int) -> dict:
 
 def run_plain(sets: list[str], steps: int, warm: int, batch: int) -> dict:
     """Plain backprop: the chain's modules in one nn.Sequential, one Adam, one loop."""
-    plan = plan_for(sets, steps)
-    run = plan.topology.run
-    torch.manual_seed(run["seed"])
-    chain = [name for name in plan.order if name != plan.source]
-    layers = []
-    for name in chain:
-        spec = plan.specs[name]
-        module, _ = plan.classes[name](name, spec["params"]).build(
-            {"in": tuple(spec["in_shapes"]["in"])}
-        )
-        layers.append(module)
-    model = nn.Sequential(*layers)
-    optimizer = make_optimizer(model.parameters(), run, None)  # the runtime's Adam and lr
-    source = plan.classes[plan.source](plan.source, plan.specs[plan.source]["params"])
-    source.open(batch, run["seed"])
+    chain = PlainChain(plan_for(sets, steps))
     t0 = time.perf_counter()
     for step in range(steps):
         if step == warm:
             first = snapshot()
-        data = source.train_batch()
-        loss = F.cross_entropy(
-            model(torch.from_numpy(data["x"])), torch.from_numpy(data["y"]).long()
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        chain.train_step()
     last = snapshot()
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for data in source.eval_batches(run["eval_batch_size"]):
-            logits = model(torch.from_numpy(data["x"]))
-            correct += int((logits.argmax(1) == torch.from_numpy(data["y"])).sum())
-            total += len(data["y"])
+    accuracy = chain.accuracy()
     return {
         "samples_per_s": (steps - warm) * batch / (last[0] - first[0]),
         "end_to_end_samples_per_s": steps * batch / (time.perf_counter() - t0),
         **usage(first, last),
-        "test_accuracy": correct / total,
+        "test_accuracy": accuracy,
     }
 
 

@@ -67,3 +67,14 @@ def run_quick(script: Path, timeout: float = QUICK_TIMEOUT_S, extra: tuple[str, 
         pytest.fail(f"{script.name} --quick did not finish within {timeout} s")
     assert proc.returncode == 0, err[-3000:]
     return last_json(out)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: more torch threads only contend."""
+    import torch  # here, so that torch-free tests never import it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,13 +21,7 @@ from ..conftest import EXAMPLES, last_json
 WIDTH, T, B, UNITS = 3, 3, 4, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny LSTMs on a shared 2-core machine: more threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def windows(n: int, seed: int = 0):
