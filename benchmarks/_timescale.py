@@ -15,10 +15,13 @@ one LSTM step per 4 digits), which counts 3s.  The arms differ only in the A -> 
 
 Per arm: the curve of (step, A's test accuracy, B's test accuracy) at every evaluation,
 where step counts digits per row (the source's training steps); `a_final` / `b_final`, the
-last evaluation; `a_steps_to_final`, the first evaluated step at which A is within 1 point
-of its own final accuracy; `a_steps_to_locked_final`, the first at which A is within 1
-point of the locked arm's final accuracy (None if never); `wall_s` from START to the last
-evaluation.  `a_steps_ratio_dni_locked` compares the first of those between dni and locked.
+mean of the last three evaluations (one evaluation swings by a few points: a late dip or
+spike alone must not define "final"); `a_steps_to_final`, the first evaluated step at which
+A is within 1 point of its own final accuracy; `a_steps_to_locked_final`, the first at which
+A is within 1 point of the locked arm's final accuracy (None if never); `wall_s` from START
+to the last evaluation.  `a_steps_ratio_dni_locked` compares the first of those between dni
+and locked, `a_locked_final_ratio_dni_locked` the second (the fairer reading when dni ends
+lower than locked).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ARMS = {  # name: overrides of the A -> B link
 }
 A, B = "fast", "slow"
 WITHIN = 0.01  # "reached its final accuracy": within 1 point of it
+FINAL_OF = 3  # "final accuracy": the mean of the last this many evaluations
 BUDGETS = {  # quick: a smoke test of every arm (under a minute); full: a few minutes per arm
     True: ["run.steps=160", "run.eval_every=80", "run.eval_batch_size=50", "agents.digits.eval_steps=16"],
     False: ["run.steps=16000", "run.eval_every=800"],
@@ -76,6 +80,22 @@ def steps_to(points: list[list], target: float | None) -> int | None:
     return next((step for step, a, _ in points if a is not None and a >= target - WITHIN), None)
 
 
+def final_accuracy(points: list[list], column: int) -> float | None:
+    """The mean of the last `FINAL_OF` evaluations of one agent's accuracy."""
+    values = [p[column] for p in points if p[column] is not None][-FINAL_OF:]
+    return sum(values) / len(values) if values else None
+
+
+def ratios(arms: dict[str, dict]) -> dict[str, float | None]:
+    """dni over locked: steps to each arm's own final accuracy, and to locked's."""
+    out = {}
+    for key, field in (("a_steps_ratio_dni_locked", "a_steps_to_final"),
+                       ("a_locked_final_ratio_dni_locked", "a_steps_to_locked_final")):
+        dni, locked = arms["dni"][field], arms["locked"][field]
+        out[key] = dni / locked if dni and locked else None
+    return out
+
+
 def run_section(quick: bool, runs_dir: Path) -> dict:
     """Run the arms one after another; the section's JSON-serialisable result."""
     arms: dict[str, dict] = {}
@@ -83,24 +103,23 @@ def run_section(quick: bool, runs_dir: Path) -> dict:
         log(f"  two_timescale: {name} ({' '.join(link)})")
         summary = run_arm(link, quick, Path(runs_dir) / f"two_timescale-{name}", 240 if quick else 1200)
         points = curve(summary)
-        final = points[-1] if points else [0, None, None]
+        a_final, b_final = final_accuracy(points, 1), final_accuracy(points, 2)
         arms[name] = {
             "curve": points,
-            "a_final": final[1],
-            "b_final": final[2],
-            "a_steps_to_final": steps_to(points, final[1]),
+            "a_final": a_final,
+            "b_final": b_final,
+            "a_steps_to_final": steps_to(points, a_final),
             "wall_s": round(summary["wall_s"], 2),
             "run_dir": summary["run_dir"],
         }
     locked_final = arms["locked"]["a_final"]
     for arm in arms.values():
         arm["a_steps_to_locked_final"] = steps_to(arm["curve"], locked_final)
-    dni, locked = arms["dni"]["a_steps_to_final"], arms["locked"]["a_steps_to_final"]
     return {
         "topology": str(TOPOLOGY.relative_to(REPO)),
         "budget": BUDGETS[quick],
         "arms": arms,
-        "a_steps_ratio_dni_locked": dni / locked if dni and locked else None,
+        **ratios(arms),
         "paper": PAPER,
     }
 
@@ -112,10 +131,14 @@ def text(section: dict) -> str:
         for name, a in section["arms"].items()
     ]
     head = ["arm", "A final acc", "A steps to final", "A steps to locked's final", "B final acc", "wall s"]
-    ratio = section["a_steps_ratio_dni_locked"]
+    def fmt(ratio: float | None) -> str:
+        return "-" if ratio is None else f"{ratio:.2f}"
+
     return (
         table(head, [[c if not isinstance(c, float) else f"{c:.3f}" for c in row] for row in rows])
-        + f"\n\nA steps to final, dni / locked: {ratio if ratio is None else f'{ratio:.2f}'} (paper: {PAPER['a_dni_steps_vs_locked']})"
+        + f"\n\nA steps to its final accuracy, dni / locked: {fmt(section['a_steps_ratio_dni_locked'])}; "
+        + f"to locked's final accuracy: {fmt(section.get('a_locked_final_ratio_dni_locked'))} "
+        + f"(paper: {PAPER['a_dni_steps_vs_locked']})"
     )
 
 

@@ -14,8 +14,7 @@ Sections (each prints a table with the paper's figure beside ours and writes a P
                 the validation plays for BPTT at T = 5 and T = 20 and DNI + Aux at T = 5 after
                 the same number of updates; and the characters read and the training time each
                 arm needs to reach a common BPC (the worst arm's best BPC).
-  two_timescale the two-timescale system: benchmarks/_timescale.py's run_section and table
-                (imported lazily; skipped with a note while that module does not exist).
+  two_timescale the two-timescale system: benchmarks/_timescale.py's run_section and table.
 
 The budgets are a small fraction of the paper's (which trained for days on GPUs): compare the
 orderings, not the figures. One seed per arm. A section's runs go `--jobs` at a time (default 2, the
@@ -173,19 +172,10 @@ def run_lm(quick: bool, runs_dir: Path, jobs: int) -> dict:
     return {"updates": updates, "evals": evals, "common_bpc": common, "arms": arms}
 
 
-def _timescale_module():
-    """benchmarks/_timescale.py, or None while it does not exist (another engineer writes it)."""
-    try:
-        import _timescale
-    except ImportError as exc:
-        log(f"  two_timescale skipped: benchmarks/_timescale.py not importable ({exc})")
-        return None
-    return _timescale
+def run_timescale(quick: bool, runs_dir: Path) -> dict:
+    import _timescale  # benchmarks/_timescale.py: its arms, measures and table
 
-
-def run_timescale(quick: bool, runs_dir: Path) -> dict | None:
-    module = _timescale_module()
-    return None if module is None else module.run_section(quick, runs_dir)
+    return _timescale.run_section(quick, runs_dir)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -227,15 +217,9 @@ def lm_text(section: dict) -> str:
 
 
 def timescale_text(section: dict) -> str:
-    module = _timescale_module()
-    if module is not None and hasattr(module, "text"):  # the section's own table
-        return "## Two-timescale system\n\n" + module.text(section)
-    arms = section.get("arms", section)
-    keys = sorted({k for a in arms.values() if isinstance(a, dict) for k, v in a.items() if isinstance(v, (int, float))})
-    rows = [[name, *(fmt(a.get(k), ".3g") for k in keys)] for name, a in arms.items() if isinstance(a, dict)]
-    note = ("paper: A with DNI reaches its final accuracy in under half the steps of locked; "
-            "B with no gradient stays near chance, with DNI solves its task")
-    return "## Two-timescale system\n\n" + table(["arm", *keys], rows) + f"\n\n{note}"
+    import _timescale
+
+    return "## Two-timescale system\n\n" + _timescale.text(section)
 
 
 def plots(report: dict, out: Path) -> list[str]:
@@ -307,7 +291,7 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     # Quick runs are mostly start-up: run a section's arms side by side.
     jobs = max(args.jobs, 3) if args.quick else args.jobs
-    report = {**header(__file__, args.quick), "machine": machine(), "budgets": BUDGETS, "sections": {}, "skipped": []}
+    report = {**header(__file__, args.quick), "machine": machine(), "budgets": BUDGETS, "sections": {}}
     texts = []
     with tempfile.TemporaryDirectory(prefix="paper_rnn_") as tmp:
         runs_dir = Path(tmp)
@@ -320,13 +304,8 @@ def main() -> None:
                 report["sections"][name] = result = run_lm(args.quick, runs_dir, jobs)
                 texts.append(lm_text(result))
             else:
-                result = run_timescale(args.quick, runs_dir)
-                if result is None:
-                    report["skipped"].append(name)
-                    texts.append("## Two-timescale system\n\nskipped: benchmarks/_timescale.py is not there yet")
-                else:
-                    report["sections"][name] = result
-                    texts.append(timescale_text(result))
+                report["sections"][name] = result = run_timescale(args.quick, runs_dir)
+                texts.append(timescale_text(result))
     report["plots"] = plots(report, args.out)
     budget = ("Budgets (updates per run): " + "; ".join(f"{k} {v['updates'][args.quick]}" for k, v in BUDGETS.items())
               + ". One seed per arm. The paper trained far longer: compare orderings, not figures.")

@@ -12,7 +12,6 @@ import pytest
 from .conftest import QUICK_TIMEOUT_S, run_quick
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_rnn.py"
-TIMESCALE = SCRIPT.with_name("_timescale.py")
 # Twelve-odd `synthgrad run`s, a few seconds of start-up each: twice the usual allowance.
 TIMEOUT_S = 2 * QUICK_TIMEOUT_S
 
@@ -39,11 +38,8 @@ def test_quick_run_reports_every_section():
         assert a["updates_to_common"] is not None and a["chars_to_common"] > 0, a
     # The common BPC is the worst arm's best, so every arm reaches it.
     assert lm["common_bpc"] == max(a["best_bpc"] for a in lm["arms"].values())
-    if TIMESCALE.exists():
-        arms = sections["two_timescale"]["arms"]
-        assert {"dni", "locked", "none"} <= set(arms)
-        assert all(a["curve"] for a in arms.values())
-    else:
-        assert report["skipped"] == ["two_timescale"]
+    arms = sections["two_timescale"]["arms"]
+    assert set(arms) == {"dni", "cdni", "locked", "none"}
+    assert all(a["curve"] for a in arms.values())
     for path in report["plots"]:
         assert Path(path).stat().st_size > 0
