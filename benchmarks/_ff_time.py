@@ -164,7 +164,11 @@ def run_arm(arm: str, width: int, steps: int, eval_every: int, workdir: Path) ->
 
 
 def time_to_accuracy(
-    quick: bool, workdir: Path, widths: tuple[int, ...] = (256, 1024), wait_quiet_s: float = 0.0
+    quick: bool,
+    workdir: Path,
+    widths: tuple[int, ...] = (256, 1024),
+    wait_quiet_s: float = 0.0,
+    only: tuple[str, ...] = ARMS,
 ) -> dict:
     """The section's arms for each width; a table of seconds (and steps) to each threshold.
 
@@ -173,8 +177,12 @@ def time_to_accuracy(
     """
     # width: (step cap, evaluation every E steps).  The paper's width runs 3000 steps at most;
     # wider nets learn in fewer steps but each costs (width / 256)^2 as much.
-    settings = {64: (40, 20)} if quick else {w: (3000 if w <= 256 else 1000, 100) for w in widths}
-    arms = ("cdni-proc", "bp-1p", "cdni-1p") if quick else ARMS
+    settings = (
+        {64: (40, 20)}
+        if quick
+        else {w: (3000 if w <= 256 else 1000 if w <= 1024 else 600, 100) for w in widths}
+    )
+    arms = ("cdni-proc", "bp-1p", "cdni-1p") if quick else tuple(a for a in ARMS if a in only)
     results: dict[str, dict] = {}
     rows = []
     for width, (steps, every) in settings.items():

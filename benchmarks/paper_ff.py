@@ -66,6 +66,7 @@ class Budget:
     ) -> None:
         self.quick, self.widths = quick, widths
         self.wait_quiet_s = 0.0
+        self.time_arms: tuple[str, ...] = ()
         self.fcn = steps or (40 if quick else 2000)  # 2000 batches of 256 = 8.5 MNIST epochs
         self.cnn = 30 if quick else 600
         self.evals = 2 if quick else 8  # evaluations per arm, evenly spaced, the last at the end
@@ -238,7 +239,9 @@ def section_cnn(budget: Budget, workdir: Path) -> dict:
 def section_time(budget: Budget, workdir: Path) -> dict:
     from _ff_time import time_to_accuracy  # torch is imported only when this section runs
 
-    return time_to_accuracy(budget.quick, workdir, budget.widths, budget.wait_quiet_s)
+    return time_to_accuracy(
+        budget.quick, workdir, budget.widths, budget.wait_quiet_s, budget.time_arms
+    )
 
 
 # ----------------------------------------------------------------------------- plots
@@ -318,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         help="hidden widths of the time section",
     )
     parser.add_argument(
+        "--time-arms",
+        nargs="+",
+        default=["cdni-proc", "dni-proc", "bp-proc", "bp-1p", "dni-1p", "cdni-1p"],
+        help="which arms the time section runs",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -332,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     budget = Budget(args.quick, args.steps, tuple(args.widths))
     budget.wait_quiet_s = args.wait_quiet
+    budget.time_arms = tuple(args.time_arms)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {**header(__file__, args.quick), "machine": machine(), "sections": {}}
     done: dict[str, dict] = report["sections"]
