@@ -1,9 +1,9 @@
 """Time to accuracy: wall seconds to 97% and 98% MNIST test accuracy, six ways, in one run.
 
 Arms, on a 4-layer FCN (3 hidden layers of W, classifier), W = 256 (the paper's net) and a
-compute-heavy W where arithmetic, not messaging, dominates: 1024 by default (`--widths`); 2048,
-the width the issue names, ran at 0.8 s per step across processes here with the same
-evaluations, too slow for six arms in one session (docs/results.md):
+compute-heavy W where arithmetic, not messaging, dominates: 1024 by default (`--widths`); at
+2048 (`--widths 2048`, capped at 600 steps) six arms take most of an hour on 2 cores, so
+docs/results.md has three of them (`--time-arms`):
 
   cdni-proc  cDNI across processes (synthgrad run, one torch thread per agent)
   dni-proc   DNI across processes
