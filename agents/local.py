@@ -8,6 +8,7 @@ messaging) and tests use it to check the step logic without processes.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from ..protocol.kinds import Kind
 from ..protocol.message import Message
@@ -19,12 +20,16 @@ class LocalRunner:
 
     Args:
         cores: the agents' cores by name (the source included).
+        on_report: called with each control message as it is sent (e.g. to time evaluations).
     Attributes:
         reports: every control message the agents sent (metrics, evaluations), in order.
     """
 
-    def __init__(self, cores: dict[str, AgentCore]) -> None:
+    def __init__(
+        self, cores: dict[str, AgentCore], on_report: Callable[[Message], None] | None = None
+    ) -> None:
         self.cores = cores
+        self.on_report = on_report
         self.source = next(c for c in cores.values() if c.is_source)
         self.forward: dict[str, deque[Message]] = {name: deque() for name in cores}
         self.backward: dict[str, deque[Message]] = {name: deque() for name in cores}
@@ -35,6 +40,8 @@ class LocalRunner:
             for dest, plane, msg in core.outbox:
                 if dest == CONTROL:
                     self.reports.append(msg)
+                    if self.on_report is not None:
+                        self.on_report(msg)
                 else:
                     (self.backward if plane == BACKWARD else self.forward)[dest].append(msg)
             core.outbox.clear()

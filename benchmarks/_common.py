@@ -132,6 +132,29 @@ class Child:
         return json.loads(lines[-1])
 
 
+class JsonlTail:
+    """A JSON-lines file (a run's metrics.jsonl) read as it grows.
+
+    `new()` returns the records completed since the last call; a line still being written
+    waits for the next call, and a file not there yet reads as empty.  Incremental, so that
+    polling takes no CPU away from the run being measured.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines()]
+
+
 # ----------------------------------------------------------------------------- /proc
 
 

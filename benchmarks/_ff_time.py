@@ -23,12 +23,11 @@ evaluation work in every arm: its cost is inside every figure) and stops once it
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import Child, log, synthgrad_command, table, wait_until_quiet
+from _common import Child, JsonlTail, log, synthgrad_command, table, wait_until_quiet
 from _ff_topologies import fcn
 from _plain import PlainChain
 from synthgrad.agents.core import AgentCore
@@ -77,29 +76,19 @@ def run_processes(path: Path, steps: int, workdir: Path) -> Curve:
     runs = workdir / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
     cmd = [*synthgrad_command(), "run", str(path), "--json", "--quiet", "--runs-dir", str(runs)]
-    curve, origin, offset = Curve(), None, 0
+    curve, origin, tail = Curve(), None, None
     deadline = time.monotonic() + 300 + 2.0 * steps
     with Child(cmd) as child:
-        metrics = None
         while child.poll() is None and not curve.done:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{path.name} ran past its deadline")
             time.sleep(0.2)
-            if metrics is None:
+            if tail is None:
                 new = set(runs.iterdir()) - before if runs.exists() else set()
                 if not new:
                     continue
-                metrics = next(iter(new)) / "metrics.jsonl"
-            try:
-                with open(metrics, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            complete = data[: data.rfind(b"\n") + 1]
-            offset += len(complete)
-            for line in complete.splitlines():
-                rec = json.loads(line)
+                tail = JsonlTail(next(iter(new)) / "metrics.jsonl")
+            for rec in tail.new():
                 if origin is None and rec["agent"] != "head" and rec.get("steps", 0) >= 1:
                     origin = rec["t"]  # the source's first report comes with its first batch
                 if "eval" in rec and origin is not None:
@@ -114,20 +103,17 @@ def run_local(path: Path, threads: int) -> Curve:
     cores = {
         n: AgentCore(plan.classes[n](n, plan.specs[n]["params"]), plan.specs[n]) for n in plan.order
     }
-    runner = LocalRunner(cores)
     curve, clock = Curve(), {}
 
-    class StampedReports(list):
-        # LocalRunner appends every control report here; evaluations get their time on arrival.
-        def append(self, msg) -> None:
-            super().append(msg)
-            meta = msg.meta
-            if "eval" in meta and "t0" in clock:
-                curve.add(
-                    time.perf_counter() - clock["t0"], meta["train_steps"], meta["test_accuracy"]
-                )
+    def stamp(msg) -> None:  # evaluations get their time as they arrive
+        if "eval" in msg.meta and "t0" in clock:
+            curve.add(
+                time.perf_counter() - clock["t0"],
+                msg.meta["train_steps"],
+                msg.meta["test_accuracy"],
+            )
 
-    runner.reports = StampedReports()
+    runner = LocalRunner(cores, on_report=stamp)
     produce = runner.source.produce
 
     def produce_until_done() -> bool:

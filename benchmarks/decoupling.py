@@ -57,6 +57,7 @@ import torch
 from _common import (
     REPO,
     Child,
+    JsonlTail,
     cpu_seconds,
     exit_on_sigterm,
     finish,
@@ -138,25 +139,15 @@ def steady_rate(points: list[tuple[float, int]], warm: int, steps: int, batch: i
 class HeadReports:
     """The head's progress reports in a run's metrics.jsonl, read as the file grows.
 
-    Each is (orchestrator's timestamp, training steps done); incremental, so that polling
-    takes no CPU away from the run being measured.
+    Each is (orchestrator's timestamp, training steps done).
     """
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
+        self.tail = JsonlTail(path)
         self.points: list[tuple[float, int]] = []
 
     def read(self) -> list[tuple[float, int]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return self.points
-        complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for next time
-        self.offset += len(complete)
-        for line in complete.splitlines():
-            rec = json.loads(line)
+        for rec in self.tail.new():
             if rec.get("agent") == HEAD and "steps" in rec and "eval" not in rec:
                 self.points.append((rec["t"], int(rec["steps"])))
         return self.points

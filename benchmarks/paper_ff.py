@@ -59,14 +59,23 @@ FCN_METHODS = ("none", "backprop", "dni", "cdni")
 
 
 class Budget:
-    """Steps and evaluation cadence of each section (--quick: a smoke test of the code paths)."""
+    """Steps and evaluation cadence of each section (--quick: a smoke test of the code paths),
+    and the time section's widths, arms and wait for a quiet machine."""
 
     def __init__(
-        self, quick: bool, steps: int | None, widths: tuple[int, ...] = (256, 1024)
+        self,
+        quick: bool,
+        steps: int | None = None,
+        widths: tuple[int, ...] = (256, 1024),
+        time_arms: tuple[str, ...] = (),
+        wait_quiet_s: float = 0.0,
     ) -> None:
-        self.quick, self.widths = quick, widths
-        self.wait_quiet_s = 0.0
-        self.time_arms: tuple[str, ...] = ()
+        self.quick, self.widths, self.time_arms, self.wait_quiet_s = (
+            quick,
+            widths,
+            time_arms,
+            wait_quiet_s,
+        )
         self.fcn = steps or (40 if quick else 2000)  # 2000 batches of 256 = 8.5 MNIST epochs
         self.cnn = 30 if quick else 600
         self.evals = 2 if quick else 8  # evaluations per arm, evenly spaced, the last at the end
@@ -339,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         return replot(args.replot, args.out)
     exit_on_sigterm()
-    budget = Budget(args.quick, args.steps, tuple(args.widths))
-    budget.wait_quiet_s = args.wait_quiet
-    budget.time_arms = tuple(args.time_arms)
+    budget = Budget(
+        args.quick, args.steps, tuple(args.widths), tuple(args.time_arms), args.wait_quiet
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     report = {**header(__file__, args.quick), "machine": machine(), "sections": {}}
     done: dict[str, dict] = report["sections"]
