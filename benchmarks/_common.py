@@ -132,6 +132,23 @@ class Child:
         return json.loads(lines[-1])
 
 
+def synthgrad_run(topology: Path, sets: list[str], runs_dir: Path, timeout_s: float) -> dict:
+    """One `synthgrad run TOPOLOGY --set ...` to its end; its JSON summary (raises on failure)."""
+    cmd = [
+        *synthgrad_command(),
+        "run",
+        str(topology),
+        "--json",
+        "--quiet",
+        "--runs-dir",
+        str(runs_dir),
+    ]
+    cmd += [arg for item in sets for arg in ("--set", item)]
+    with Child(cmd) as child:
+        child.wait(timeout_s)
+        return child.last_json()
+
+
 class JsonlTail:
     """A JSON-lines file (a run's metrics.jsonl) read as it grows.
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO, Child, finish, header, log, machine, synthgrad_command, table
+from _common import REPO, finish, header, log, machine, synthgrad_run, table
 
 TOPOLOGY = REPO / "examples" / "two_timescale.toml"
 ARMS = {  # name: overrides of the A -> B link
@@ -44,7 +44,12 @@ A, B = "fast", "slow"
 WITHIN = 0.01  # "reached its final accuracy": within 1 point of it
 FINAL_OF = 3  # "final accuracy": the mean of the last this many evaluations
 BUDGETS = {  # quick: a smoke test of every arm (under a minute); full: a few minutes per arm
-    True: ["run.steps=160", "run.eval_every=80", "run.eval_batch_size=50", "agents.digits.eval_steps=16"],
+    True: [
+        "run.steps=160",
+        "run.eval_every=80",
+        "run.eval_batch_size=50",
+        "agents.digits.eval_steps=16",
+    ],
     False: ["run.steps=16000", "run.eval_every=800"],
 }
 PAPER = {
@@ -58,11 +63,7 @@ def run_arm(link: list[str], quick: bool, runs_dir: Path, timeout_s: float) -> d
     """One `synthgrad run` of the topology with these link overrides; its summary."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     sets = [*BUDGETS[quick], *link]
-    cmd = [*synthgrad_command(), "run", str(TOPOLOGY), "--json", "--quiet", "--runs-dir", str(runs_dir)]
-    cmd += [arg for s in sets for arg in ("--set", s)]
-    with Child(cmd) as child:
-        child.wait(timeout_s)
-        return child.last_json()
+    return synthgrad_run(TOPOLOGY, sets, runs_dir, timeout_s)
 
 
 def curve(summary: dict) -> list[list]:
@@ -89,8 +90,10 @@ def final_accuracy(points: list[list], column: int) -> float | None:
 def ratios(arms: dict[str, dict]) -> dict[str, float | None]:
     """dni over locked: steps to each arm's own final accuracy, and to locked's."""
     out = {}
-    for key, field in (("a_steps_ratio_dni_locked", "a_steps_to_final"),
-                       ("a_locked_final_ratio_dni_locked", "a_steps_to_locked_final")):
+    for key, field in (
+        ("a_steps_ratio_dni_locked", "a_steps_to_final"),
+        ("a_locked_final_ratio_dni_locked", "a_steps_to_locked_final"),
+    ):
         dni, locked = arms["dni"][field], arms["locked"][field]
         out[key] = dni / locked if dni and locked else None
     return out
@@ -101,7 +104,9 @@ def run_section(quick: bool, runs_dir: Path) -> dict:
     arms: dict[str, dict] = {}
     for name, link in ARMS.items():
         log(f"  two_timescale: {name} ({' '.join(link)})")
-        summary = run_arm(link, quick, Path(runs_dir) / f"two_timescale-{name}", 240 if quick else 1200)
+        summary = run_arm(
+            link, quick, Path(runs_dir) / f"two_timescale-{name}", 240 if quick else 1200
+        )
         points = curve(summary)
         a_final, b_final = final_accuracy(points, 1), final_accuracy(points, 2)
         arms[name] = {
@@ -127,10 +132,25 @@ def run_section(quick: bool, runs_dir: Path) -> dict:
 def text(section: dict) -> str:
     """The section as a markdown table."""
     rows = [
-        [name, a["a_final"], a["a_steps_to_final"], a["a_steps_to_locked_final"], a["b_final"], a["wall_s"]]
+        [
+            name,
+            a["a_final"],
+            a["a_steps_to_final"],
+            a["a_steps_to_locked_final"],
+            a["b_final"],
+            a["wall_s"],
+        ]
         for name, a in section["arms"].items()
     ]
-    head = ["arm", "A final acc", "A steps to final", "A steps to locked's final", "B final acc", "wall s"]
+    head = [
+        "arm",
+        "A final acc",
+        "A steps to final",
+        "A steps to locked's final",
+        "B final acc",
+        "wall s",
+    ]
+
     def fmt(ratio: float | None) -> str:
         return "-" if ratio is None else f"{ratio:.2f}"
 
@@ -146,7 +166,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test: 160 steps per arm")
     parser.add_argument("--json", action="store_true", help="the report as JSON on the last line")
-    parser.add_argument("--runs-dir", type=Path, default=None, help="where the runs go (default: a temp dir)")
+    parser.add_argument(
+        "--runs-dir", type=Path, default=None, help="where the runs go (default: a temp dir)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         section = run_section(args.quick, args.runs_dir or Path(tmp))

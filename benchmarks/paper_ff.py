@@ -32,13 +32,12 @@ from pathlib import Path
 
 from _common import (
     REPO,
-    Child,
     exit_on_sigterm,
     finish,
     header,
     log,
     machine,
-    synthgrad_command,
+    synthgrad_run,
     table,
 )
 from _ff_topologies import LABELS, cnn, fcn
@@ -88,20 +87,9 @@ def run_arm(name: str, topology: str, workdir: Path, timeout_s: float) -> dict:
     """One `synthgrad run`: final test error, the error curve, wall seconds and the run dir."""
     path = workdir / f"{name}.toml"
     path.write_text(topology)
-    cmd = [
-        *synthgrad_command(),
-        "run",
-        str(path),
-        "--json",
-        "--quiet",
-        "--runs-dir",
-        str(workdir / "runs"),
-    ]
     log(f"  {name} ...")
     t0 = time.perf_counter()
-    with Child(cmd) as child:
-        child.wait(timeout_s)
-        summary = child.last_json()
+    summary = synthgrad_run(path, [], workdir / "runs", timeout_s)
     curve = [(e["train_steps"], 100 * (1 - e["test_accuracy"])) for e in summary["evaluations"]]
     log(f"  {name}: {curve[-1][1]:.2f}% error, {time.perf_counter() - t0:.0f} s")
     return {

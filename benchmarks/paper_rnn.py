@@ -34,13 +34,12 @@ from pathlib import Path
 
 from _common import (
     REPO,
-    Child,
     exit_on_sigterm,
     finish,
     header,
     log,
     machine,
-    synthgrad_command,
+    synthgrad_run,
     table,
 )
 
@@ -79,11 +78,7 @@ BUDGETS = {
 
 def run_example(example: str, sets: list[str], runs_dir: Path, timeout_s: float) -> dict:
     """One `synthgrad run` (two processes: source and rnn); its summary and the lstm's rows."""
-    cmd = [*synthgrad_command(), "run", str(EXAMPLES / example), "--json", "--quiet", "--runs-dir", str(runs_dir)]
-    cmd += [arg for item in sets for arg in ("--set", item)]
-    with Child(cmd) as child:
-        child.wait(timeout_s)
-        summary = child.last_json()
+    summary = synthgrad_run(EXAMPLES / example, sets, runs_dir, timeout_s)
     rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {"summary": summary, "rows": [r for r in rows if r.get("agent") == "lstm"]}
 
