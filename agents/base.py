@@ -3,7 +3,7 @@
 An agent kind is a small class.  It names its input and output ports, the parameters it
 accepts, and builds a torch module from its input shapes.  Messaging, joining inputs by step,
 synthetic gradients, gradient targets, optimisers, metrics and checkpoints are the runtime's
-job (`synthgrad.agents.core`), so a kind never touches a socket.
+job (`synthgrad.agents.runtime.core`), so a kind never touches a socket.
 
 Example (a complete kind; see docs/writing-an-agent.md)::
 

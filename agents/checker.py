@@ -17,7 +17,7 @@ from torch import nn
 
 from ..protocol import Kind, Message
 from .base import REQUIRED, Agent, Shape, Source
-from .core import AgentCore
+from .runtime.core import AgentCore
 
 
 class AgentCheckError(AssertionError):

@@ -17,16 +17,16 @@ from .base import Agent, Source
 
 ENTRY_POINT_GROUP = "synthgrad.agents"
 BUILTIN = {
-    "source": "synthgrad.agents.source:DatasetSource",
-    "dense": "synthgrad.agents.layers:Dense",
-    "conv": "synthgrad.agents.layers:Conv",
-    "head": "synthgrad.agents.layers:Head",
-    "rnn": "synthgrad.agents.recurrent:RNN",
-    "copy_task": "synthgrad.agents.sequence_source:CopyTaskSource",
-    "text": "synthgrad.agents.sequence_source:TextSource",
-    "digit_stream": "synthgrad.agents.timescale:DigitStream",
-    "fast_counter": "synthgrad.agents.timescale:FastCounter",
-    "slow_counter": "synthgrad.agents.timescale:SlowCounter",
+    "source": "synthgrad.agents.kinds.source:DatasetSource",
+    "dense": "synthgrad.agents.kinds.layers:Dense",
+    "conv": "synthgrad.agents.kinds.layers:Conv",
+    "head": "synthgrad.agents.kinds.layers:Head",
+    "rnn": "synthgrad.agents.kinds.recurrent:RNN",
+    "copy_task": "synthgrad.agents.kinds.sequence_source:CopyTaskSource",
+    "text": "synthgrad.agents.kinds.sequence_source:TextSource",
+    "digit_stream": "synthgrad.agents.kinds.timescale:DigitStream",
+    "fast_counter": "synthgrad.agents.kinds.timescale:FastCounter",
+    "slow_counter": "synthgrad.agents.kinds.timescale:SlowCounter",
 }
 _registered: dict[str, type] = {}
 

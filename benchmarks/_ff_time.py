@@ -30,8 +30,8 @@ import torch
 from _common import Child, JsonlTail, log, synthgrad_command, table, wait_until_quiet
 from _ff_topologies import fcn
 from _plain import PlainChain
-from synthgrad.agents.core import AgentCore
-from synthgrad.agents.local import LocalRunner
+from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import RunPlan, plan_run
 

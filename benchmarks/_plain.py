@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from synthgrad.agents.core import make_optimizer
+from synthgrad.agents.runtime.core import make_optimizer
 from torch import nn
 
 

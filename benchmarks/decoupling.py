@@ -70,8 +70,8 @@ from _common import (
     wait_until_quiet,
 )
 from _plain import PlainChain
-from synthgrad.agents.core import AgentCore
-from synthgrad.agents.local import LocalRunner
+from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import RunPlan, plan_run
 

@@ -10,20 +10,34 @@ Every loader reads packages installed beforehand and never downloads; a missing 
 """
 
 from .batches import BatchStream, iter_batches
-from .datasets import DATASET_NAMES, SPLITS, ImageSet, load_dataset, read_idx
+from .datasets import (
+    DATASET_NAMES,
+    IMAGE_SETS,
+    SPLITS,
+    TEST_SIZES,
+    ImageSet,
+    load_dataset,
+    read_idx,
+)
 from .errors import DatasetUnavailable
 from .sequence_tasks import (
+    EVAL_SEED,
     CopyTask,
     Curriculum,
     Episode,
     EpisodeStream,
     RepeatCopyTask,
     bit_errors,
+    make_task,
+    with_reset,
 )
 from .text import TEXT_SPLITS, CharCorpus, TextStream, bits_per_char, load_corpus
 
 __all__ = [
     "DATASET_NAMES",
+    "EVAL_SEED",
+    "IMAGE_SETS",
+    "TEST_SIZES",
     "SPLITS",
     "TEXT_SPLITS",
     "BatchStream",
@@ -41,5 +55,7 @@ __all__ = [
     "iter_batches",
     "load_corpus",
     "load_dataset",
+    "make_task",
     "read_idx",
+    "with_reset",
 ]

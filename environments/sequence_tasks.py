@@ -401,3 +401,22 @@ class EpisodeStream:
                 self._pos[b] = pos + take
                 t += take
         return inputs, targets, mask, reset
+
+
+def make_task(name: str, width: int, length: int, repeats: int = 1) -> CopyTask | RepeatCopyTask:
+    """A Copy or Repeat Copy task by name (`copy`, `repeat_copy`)."""
+    if name == "copy":
+        return CopyTask(width, length)
+    if name == "repeat_copy":
+        return RepeatCopyTask(width, length, repeats)
+    raise ValueError(f"unknown task {name!r}; known: copy, repeat_copy")
+
+
+def with_reset(inputs: np.ndarray, reset: np.ndarray) -> np.ndarray:
+    """``inputs [B, T, C]`` with the reset flag ``[B, T]`` appended as channel ``C``."""
+    return np.concatenate([inputs, reset[..., None].astype(np.float32)], axis=-1)
+
+
+# Held-out data (episodes, the order of test digits) come from generators no training row uses
+# (training rows use [seed, row]); every kind that holds data out uses this one seed.
+EVAL_SEED = 1_000_003

@@ -22,16 +22,16 @@ PRELOAD = [
     "torch",
     "torch._dynamo",
     "zarr",
-    "synthgrad.agents.runtime",
-    "synthgrad.agents.layers",
-    "synthgrad.agents.source",
+    "synthgrad.agents.runtime.process",
+    "synthgrad.agents.kinds.layers",
+    "synthgrad.agents.kinds.source",
 ]
 
 
 def _agent_entry(name: str, control_endpoint: str, log_path: str | None) -> None:
     # Imported here, not at module level, so the orchestrator need not import the runtime;
     # in the fork server it is already loaded (PRELOAD), so this costs nothing.
-    from synthgrad.agents.runtime import agent_main
+    from synthgrad.agents.runtime.process import agent_main
 
     agent_main(name, control_endpoint, log_path)
 

@@ -8,7 +8,7 @@ parameter.  Counting runs at batch 2 and scales: every layer here is linear in t
 
 `costs_from_topology(topology, module_builder=...)` propagates shapes through the agents in
 link order, builds each module with the injected builder (default: the runtime's own
-`synthgrad.agents.modules.build_module`, so the module costed is the module trained), sizes
+`synthgrad.agents.kinds.modules.build_module`, so the module costed is the module trained), sizes
 each link's SG model (and, for `unlocked`, its synthetic-input model) and returns a `Workload`.
 """
 
@@ -130,7 +130,7 @@ def count_flops(module: nn.Module, in_shape: Shape, batch: int) -> FlopCount:
 
 
 def _default_builder() -> Builder:
-    from synthgrad.agents.modules import build_module
+    from synthgrad.agents.kinds.modules import build_module
 
     return build_module
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthgrad.agents.core import AgentCore
-from synthgrad.agents.local import run_locally
+from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.local import run_locally
 from synthgrad.agents.registry import resolve_kind
-from synthgrad.agents.synthetic_input import DATA_PORT
+from synthgrad.agents.runtime.synthetic_input import DATA_PORT
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
 from synthgrad.protocol.kinds import Kind

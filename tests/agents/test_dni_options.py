@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthgrad.agents.core import AgentCore
-from synthgrad.agents.interfaces import (
+from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.interfaces import (
     ConvSyntheticGradientModel,
     SyntheticGradientModel,
     build_sg_model,
 )
-from synthgrad.agents.local import run_locally
+from synthgrad.agents.runtime.local import run_locally
 from synthgrad.agents.registry import resolve_kind
 from synthgrad.orchestrator.config import SG_DEFAULTS, ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run

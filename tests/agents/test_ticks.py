@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthgrad.agents.core import AgentCore
-from synthgrad.agents.local import LocalRunner
+from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.local import LocalRunner
 from synthgrad.agents.registry import resolve_kind
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
@@ -165,7 +165,7 @@ def test_cli_refuses_misaligned_ticks_with_exit_2(cli):
 
 def test_check_agent_passes_on_the_two_timescale_kinds():
     from synthgrad.agents import check_agent
-    from synthgrad.agents.timescale import DigitStream, FastCounter, SlowCounter
+    from synthgrad.agents.kinds.timescale import DigitStream, FastCounter, SlowCounter
 
     check_agent(DigitStream, {"dataset": "digits", "length": 4, "eval_steps": 8})
     small = {"fcn": 8, "hidden": 8, "message": 4}

@@ -20,7 +20,7 @@ FAULTY = '''
 import os
 import time
 
-from synthgrad.agents.layers import Dense
+from synthgrad.agents.kinds.layers import Dense
 
 class Faulty(Dense):
     """A dense layer that raises on its fifth training step."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from synthgrad.agents.modules import build_module
+from synthgrad.agents.kinds.modules import build_module
 from synthgrad.environments.batches import BatchStream
 from synthgrad.environments.datasets import load_dataset
 from synthgrad.orchestrator.config import load_topology

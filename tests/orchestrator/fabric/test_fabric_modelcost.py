@@ -89,7 +89,7 @@ def test_two_timescale_costs_count_the_slow_core_a_quarter_as_often():
 
 def _builder(kind: str, params: dict, in_shape: tuple[int, ...]):
     """The runtime's builder where it knows the kind, else the fabric model's stand-in."""
-    from synthgrad.agents.modules import build_module
+    from synthgrad.agents.kinds.modules import build_module
 
     try:
         return build_module(kind, params, in_shape)

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..protocol.kinds import Kind
-from ..protocol.message import Message
+from ...protocol.kinds import Kind
+from ...protocol.message import Message
+from ..base import Shape
 from .core import BACKWARD, FORWARD
 from .interfaces import Regressor
 from .torchwire import to_array, to_tensor
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 DATA_PORT = "data"  # the context port on which an unlocked layer receives the source's x
 
-Shape = tuple[int, ...]
 
 
 class SyntheticInputModel(nn.Module):

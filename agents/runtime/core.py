@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..protocol.kinds import Kind
-from ..protocol.message import Message
-from .base import Agent, Source
+from ...protocol.kinds import Kind
+from ...protocol.message import Message
+from ..base import Agent, Source
 from .interfaces import ReceiverInterface, SenderInterface
 from .torchwire import to_array, to_tensor
 
@@ -50,6 +50,12 @@ def make_optimizer(params, run: dict, lr: float | None) -> torch.optim.Optimizer
     if run["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=rate)
     return torch.optim.Adam(params, lr=rate)
+
+
+def evaluation_summary(sums: dict[str, float]) -> dict[str, float]:
+    """Accuracy and mean loss from the sums a terminal kind's `evaluate` returns."""
+    total = max(sums.get("total", 0.0), 1.0)
+    return {"test_accuracy": sums.get("correct", 0.0) / total, "test_loss": sums.get("loss_sum", 0.0) / total}
 
 
 @dataclass
@@ -365,8 +371,6 @@ class AgentCore:
         for link in self.out_links:
             self.send(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])}, meta)
         if self.agent.terminal and meta.get("last"):
-            from .layers import evaluation_summary
-
             summary = evaluation_summary(self.eval_sums)
             self.eval_sums = {}
             self.report(Kind.METRICS, {"eval": meta["eval"], "final": meta["final"], "train_steps": meta["train_steps"], **summary})

@@ -11,7 +11,7 @@ import math
 
 from torch import nn
 
-Shape = tuple[int, ...]
+from ..base import Shape
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 

@@ -6,13 +6,9 @@ import math
 
 import numpy as np
 
-from ..environments.batches import BatchStream, iter_batches
-from ..environments.datasets import load_dataset
-from .base import Source
-
-# Shapes and class counts known without loading the data, so a topology can be planned
-# (shapes propagated, SG models sized) in a process that never touches the files.
-IMAGE_SETS = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "digits": ((1, 8, 8), 10)}
+from ...environments.batches import BatchStream, iter_batches
+from ...environments.datasets import IMAGE_SETS, load_dataset
+from ..base import Source
 
 
 class DatasetSource(Source):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import REQUIRED, Agent, Shape
+from ..base import REQUIRED, Agent, Shape
 from .modules import build_module
 
 
@@ -74,10 +74,3 @@ class Head(ModuleAgent):
             "total": float(labels.numel()),
             "loss_sum": float(F.cross_entropy(logits, labels, reduction="sum")),
         }
-
-
-def evaluation_summary(sums: dict[str, float]) -> dict[str, float]:
-    """Accuracy and mean loss from the sums `Head.evaluate` returns."""
-    total = max(sums.get("total", 0.0), 1.0)
-    return {"test_accuracy": sums.get("correct", 0.0) / total, "test_loss": sums.get("loss_sum", 0.0) / total}
-

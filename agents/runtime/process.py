@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import zmq
 
-from ..protocol import (
+from ...protocol import (
     Kind,
     Message,
     ProtocolError,
@@ -34,8 +34,8 @@ from ..protocol import (
     recv_message,
     send_message,
 )
+from ..registry import resolve_kind
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
-from .registry import resolve_kind
 
 HEARTBEAT_S = 1.0
 ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit

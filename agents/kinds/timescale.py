@@ -38,24 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..environments.datasets import load_dataset
-from .base import Agent, Shape, Source
+from ...environments.datasets import IMAGE_SETS, TEST_SIZES, load_dataset
+from ...environments.sequence_tasks import EVAL_SEED
+from ..base import Agent, Shape, Source
+from ..errors import ParamError
 from .modules import build_module
 from .recurrent import RecurrentCore
-from .source import IMAGE_SETS
-
-# Test-set sizes, known without loading the data, so a plan can refuse an evaluation that
-# would need more held-out digits than there are.
-TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "digits": 359}
-EVAL_SEED = 1_000_003
-
-
-class ParamError(ValueError):
-    """A parameter the kind refuses; `param` names it (planning reports agents.NAME.PARAM)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 def _counts(labels: np.ndarray, start: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
@@ -80,7 +68,9 @@ class DigitStream(Source):
         super().__init__(name, params)
         p = self.params
         if p["dataset"] not in TEST_SIZES:
-            raise ParamError("dataset", f"unknown dataset {p['dataset']!r}; known: {sorted(TEST_SIZES)}")
+            raise ParamError(
+                "dataset", f"unknown dataset {p['dataset']!r}; known: {sorted(TEST_SIZES)}"
+            )
         for key in ("length", "eval_steps"):
             if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
                 raise ParamError(key, f"must be a positive integer, got {p[key]!r}")
@@ -106,7 +96,10 @@ class DigitStream(Source):
         steps = int(self.params["eval_steps"])
         have = TEST_SIZES[self.params["dataset"]]
         if steps * batch_size > have:
-            raise ParamError("eval_steps", f"{steps} steps of run.eval_batch_size = {batch_size} rows need {steps * batch_size} test digits; {self.params['dataset']} has {have}")
+            raise ParamError(
+                "eval_steps",
+                f"{steps} steps of run.eval_batch_size = {batch_size} rows need {steps * batch_size} test digits; {self.params['dataset']} has {have}",
+            )
         return steps
 
     def open(self, batch_size: int, seed: int) -> None:
@@ -120,20 +113,32 @@ class DigitStream(Source):
         state = _counts(labels, start, state)
         flat = images.reshape(len(labels), -1)
         x = np.concatenate([flat, start[:, None].astype(np.float32)], 1)
-        batch = {"x": x, "odd": state[0].copy(), "threes": state[1].copy(), "reset": start.astype(np.float32), "digit": labels.astype(np.int64)}
+        batch = {
+            "x": x,
+            "odd": state[0].copy(),
+            "threes": state[1].copy(),
+            "reset": start.astype(np.float32),
+            "digit": labels.astype(np.int64),
+        }
         return batch, state
 
     def train_batch(self):
         assert self.train is not None, "open() first"
         idx = self.rng.integers(0, len(self.train), len(self.state[0]))
-        batch, self.state = self._step(self.train.images[idx], self.train.labels[idx], self.t, self.state)
+        batch, self.state = self._step(
+            self.train.images[idx], self.train.labels[idx], self.t, self.state
+        )
         self.t += 1
         return batch
 
     def eval_batches(self, batch_size: int):
         test = load_dataset(self.params["dataset"], "test")
         steps = self.eval_steps(batch_size)
-        order = np.random.default_rng(EVAL_SEED).permutation(len(test))[: steps * batch_size].reshape(batch_size, steps)
+        order = (
+            np.random.default_rng(EVAL_SEED)
+            .permutation(len(test))[: steps * batch_size]
+            .reshape(batch_size, steps)
+        )
         state = (np.zeros(batch_size, np.int64), np.zeros(batch_size, np.int64))
         for t in range(steps):
             batch, state = self._step(test.images[order[:, t]], test.labels[order[:, t]], t, state)
@@ -148,7 +153,9 @@ def _steps_first(x: torch.Tensor, per_step: int) -> torch.Tensor:
 def _count_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
     classes = logits.shape[-1]
     if int(target.max()) >= classes:
-        raise ValueError(f"a count of {int(target.max())} needs more than classes = {classes}; give classes >= length + 1")
+        raise ValueError(
+            f"a count of {int(target.max())} needs more than classes = {classes}; give classes >= length + 1"
+        )
     loss = F.cross_entropy(logits.reshape(-1, classes), target.reshape(-1).long())
     return loss, float((logits.detach().argmax(-1) == target).float().mean())
 
@@ -159,7 +166,9 @@ def _count_sums(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return {
         "correct": float((logits.argmax(-1) == target).sum()),
         "total": float(target.numel()),
-        "loss_sum": float(F.cross_entropy(logits.reshape(-1, classes), target.reshape(-1), reduction="sum")),
+        "loss_sum": float(
+            F.cross_entropy(logits.reshape(-1, classes), target.reshape(-1), reduction="sum")
+        ),
     }
 
 
@@ -175,7 +184,9 @@ class _Counter(Agent):
 
     def _keep(self, h: torch.Tensor, c: torch.Tensor) -> None:
         # Detached at the block's edge: truncated BPTT over one block.
-        setattr(self, "train_state" if self.module.training else "eval_state", (h.detach(), c.detach()))
+        setattr(
+            self, "train_state" if self.module.training else "eval_state", (h.detach(), c.detach())
+        )
 
 
 class FastCounter(_Counter):
@@ -202,7 +213,9 @@ class FastCounter(_Counter):
             build_module("dense", {"width": p["fcn"]}, (p["fcn"],))[0],
         )
         module.core = RecurrentCore(p["fcn"], p["hidden"], p["classes"], sg=False, aux=False)
-        module.message = nn.Sequential(nn.Linear(p["hidden"], p["message"], bias=False), nn.BatchNorm1d(p["message"]))
+        module.message = nn.Sequential(
+            nn.Linear(p["hidden"], p["message"], bias=False), nn.BatchNorm1d(p["message"])
+        )
         self.module = module
         lead = (steps,) if len(shape) > 1 else ()
         return module, {"message": (*lead, p["message"]), "logits": (*lead, p["classes"])}
@@ -246,14 +259,25 @@ class SlowCounter(_Counter):
         unroll = int(self.params["unroll"])
         size, flags = math.prod(in_shapes["message"]), math.prod(in_shapes["reset"])
         if unroll < 1 or size % unroll or flags % unroll:
-            raise ParamError("unroll", f"must divide the block: {flags} steps and {size} message values per act do not split into {unroll} parts")
+            raise ParamError(
+                "unroll",
+                f"must divide the block: {flags} steps and {size} message values per act do not split into {unroll} parts",
+            )
         self.unroll = unroll
-        self.module = RecurrentCore(size // unroll, int(self.params["hidden"]), int(self.params["classes"]), sg=False, aux=False)
+        self.module = RecurrentCore(
+            size // unroll,
+            int(self.params["hidden"]),
+            int(self.params["classes"]),
+            sg=False,
+            aux=False,
+        )
         return self.module, {"logits": (unroll, int(self.params["classes"]))}
 
     def forward(self, inputs):
         batch = inputs["message"].shape[0]
-        messages = _steps_first(inputs["message"], math.prod(inputs["message"].shape[1:]) // self.unroll)
+        messages = _steps_first(
+            inputs["message"], math.prod(inputs["message"].shape[1:]) // self.unroll
+        )
         # Episodes line up with A's messages (planning checks it), so a part's first flag is its reset.
         flags = (inputs["reset"] > 0.5).to(messages.dtype)
         reset = _steps_first(flags, flags[0].numel() // self.unroll)[..., 0]

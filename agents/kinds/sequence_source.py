@@ -22,26 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..environments.sequence_tasks import CopyTask, EpisodeStream, RepeatCopyTask
-from .base import Source
-
-
-def make_task(name: str, width: int, length: int, repeats: int = 1) -> CopyTask | RepeatCopyTask:
-    """A Copy or Repeat Copy task by name (`copy`, `repeat_copy`)."""
-    if name == "copy":
-        return CopyTask(width, length)
-    if name == "repeat_copy":
-        return RepeatCopyTask(width, length, repeats)
-    raise ValueError(f"unknown task {name!r}; known: copy, repeat_copy")
-
-
-def with_reset(inputs: np.ndarray, reset: np.ndarray) -> np.ndarray:
-    """``inputs [B, T, C]`` with the reset flag ``[B, T]`` appended as channel ``C``."""
-    return np.concatenate([inputs, reset[..., None].astype(np.float32)], axis=-1)
-
-
-# Held-out episodes come from generators no training row uses (training rows use [seed, row]).
-EVAL_SEED = 1_000_003
+from ...environments.sequence_tasks import EVAL_SEED, EpisodeStream, make_task, with_reset
+from ..base import Source
 
 
 class CopyTaskSource(Source):
@@ -119,7 +101,7 @@ class TextSource(Source):
     def vocab(self) -> int:
         """Characters in the vocabulary (loads the corpus once)."""
         if self._vocab is None:
-            from ..environments.text import load_corpus
+            from ...environments.text import load_corpus
 
             self._vocab = load_corpus().vocab_size
         return self._vocab
@@ -132,12 +114,12 @@ class TextSource(Source):
         return self.vocab
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        from ..environments.text import TextStream
+        from ...environments.text import TextStream
 
         return TextStream("train", batch_size, shuffle=False).row_length // self.window
 
     def open(self, batch_size: int, seed: int) -> None:
-        from ..environments.text import TextStream
+        from ...environments.text import TextStream
 
         self.stream = TextStream("train", batch_size, seed, shuffle=bool(self.params["shuffle"]))
         self._epoch = -1
@@ -157,7 +139,7 @@ class TextSource(Source):
         return self._window(x, y, fresh)
 
     def eval_batches(self, batch_size: int):
-        from ..environments.text import TextStream
+        from ...environments.text import TextStream
 
         stream = TextStream("valid", batch_size, shuffle=False)
         for i, (x, y) in enumerate(stream.iter_eval(self.window)):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..protocol.kinds import Kind
-from ..protocol.message import Message
+from ...protocol.kinds import Kind
+from ...protocol.message import Message
 from .core import BACKWARD, CONTROL, AgentCore
 
 
@@ -80,7 +80,7 @@ class LocalRunner:
 
 def run_locally(plan) -> LocalRunner:
     """Build every agent of a `RunPlan` in this process and run it to the end."""
-    from .registry import resolve_kind
+    from ..registry import resolve_kind
 
     cores = {}
     for name in plan.order:

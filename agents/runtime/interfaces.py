@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Shape = tuple[int, ...]
+from ..base import Shape
 
 
 class SyntheticGradientModel(nn.Module):

@@ -66,10 +66,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..environments.sequence_tasks import Curriculum, EpisodeStream, bit_errors
-from .base import Agent, Shape
-from .interfaces import SyntheticGradientModel
-from .sequence_source import EVAL_SEED, make_task, with_reset
+from ...environments.sequence_tasks import (
+    EVAL_SEED,
+    Curriculum,
+    EpisodeStream,
+    bit_errors,
+    make_task,
+    with_reset,
+)
+from ..base import Agent, Shape
+from ..runtime.interfaces import SyntheticGradientModel
 
 
 class RecurrentCore(nn.Module):
