@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-Shape = tuple[int, ...]
+from ..protocol.plan import Shape
+
 REQUIRED = object()  # marks a parameter with no default in `Agent.defaults`
 
 

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ..protocol import Kind, Message
+from ..protocol.plan import AgentPlan, LinkMode, LinkPlan, RunSettings, SGOptions
 from .base import REQUIRED, Agent, Shape, Source
-from .runtime.core import AgentCore
+from .runtime.build import build_core
 
 
 class AgentCheckError(AssertionError):
@@ -58,32 +59,26 @@ def _check_source(cls: type, params: dict, batch_size: int) -> None:
     _require(first is not None, "eval_batches() must yield at least one batch")
 
 
-def _spec(cls: type, params: dict, in_shapes: dict, out_shapes: dict, classes: int) -> dict:
-    run = {"batch_size": 0, "seed": 0, "lr": 1e-3, "optimizer": "adam", "steps": 1, "epochs": None, "eval_every": 0}
-    sg = {"model": "linear", "hidden": [], "lr": None, "scale": 1.0, "context": False, "host": "sender", "cache": 4}
-    in_links = [
-        {"index": i, "src": "up", "src_port": "out", "dst": "me", "dst_port": p, "mode": "dni", "sg": sg,
-         "options": {}, "context": False, "from_source": False}
-        for i, p in enumerate(cls.inputs)
-    ]
+def _plan(cls: type, params: dict, in_shapes: dict, out_shapes: dict, classes: int) -> AgentPlan:
+    """The plan of one agent "me" between an upstream agent and a downstream one, DNI links."""
+    run = RunSettings(batch_size=0, lr=1e-3, steps=1)
+    sg = SGOptions(cache=4)
+    in_links = [LinkPlan(i, "up", "out", "me", p, LinkMode.DNI, sg) for i, p in enumerate(cls.inputs)]
     in_links += [
-        {"index": 100 + i, "src": "data", "src_port": "y", "dst": "me", "dst_port": p, "mode": "none", "sg": sg,
-         "options": {}, "context": True, "from_source": True}
+        LinkPlan(100 + i, "data", "y", "me", p, LinkMode.NONE, sg, context=True, from_source=True)
         for i, p in enumerate(cls.context_inputs)
     ]
     out_links = [
-        {"index": 200 + i, "src": "me", "src_port": p, "dst": "down", "dst_port": "in", "mode": "dni", "sg": sg,
-         "options": {}, "context": False, "from_source": False}
-        for i, p in enumerate(cls.outputs)
-        if not cls.terminal
+        LinkPlan(200 + i, "me", p, "down", "in", LinkMode.DNI, sg) for i, p in enumerate(cls.outputs) if not cls.terminal
     ]
-    return {"name": "me", "kind": cls.kind, "params": params, "tick_every": 1, "seed": 0, "run": run,
-            "num_classes": classes, "in_shapes": {p: list(s) for p, s in in_shapes.items()},
-            "out_shapes": out_shapes, "in_links": in_links, "out_links": out_links}
+    return AgentPlan(
+        name="me", kind=cls.kind, params=params, run=run, num_classes=classes,
+        in_shapes=dict(in_shapes), out_shapes=dict(out_shapes), in_links=tuple(in_links), out_links=tuple(out_links),
+    )
 
 
 def _check_in_runtime(cls: type, params: dict, in_shapes: dict, out_shapes: dict, batch_size: int, classes: int) -> None:
-    core = AgentCore(cls("me", copy.deepcopy(params)), _spec(cls, params, in_shapes, out_shapes, classes))
+    core = build_core(_plan(cls, params, in_shapes, out_shapes, classes), cls("me", copy.deepcopy(params)))
     labels = np.arange(batch_size, dtype=np.int64) % classes
     for meta in ({}, {"eval": 0, "last": True, "final": True, "train_steps": 1}):
         for port, shape in in_shapes.items():
@@ -147,4 +142,4 @@ def check_agent(cls: type, params: dict | None = None, in_shapes: dict | None = 
         torch.autograd.backward(list(outputs.values()), [torch.ones_like(t) for t in outputs.values()])
     for port, x in xs.items():
         _require(x.grad is not None, f"no gradient reaches input {port!r}: forward() must use it differentiably")
-    _check_in_runtime(cls, params, in_shapes, {p: list(s) for p, s in out_shapes.items()}, batch_size, classes)
+    _check_in_runtime(cls, params, in_shapes, {p: tuple(s) for p, s in out_shapes.items()}, batch_size, classes)

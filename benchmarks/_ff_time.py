@@ -30,7 +30,7 @@ import torch
 from _common import Child, JsonlTail, log, synthgrad_command, table, wait_until_quiet
 from _ff_topologies import fcn
 from _plain import PlainChain
-from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.build import build_core
 from synthgrad.agents.runtime.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import RunPlan, plan_run
@@ -101,7 +101,7 @@ def run_local(path: Path, threads: int) -> Curve:
     torch.set_num_threads(threads)
     plan = _plan(path)
     cores = {
-        n: AgentCore(plan.classes[n](n, plan.specs[n]["params"]), plan.specs[n]) for n in plan.order
+        n: build_core(plan.agents[n]) for n in plan.order
     }
     curve, clock = Curve(), {}
 
@@ -131,9 +131,9 @@ def run_plain(path: Path, threads: int) -> Curve:
     run = (plan := _plan(path)).topology.run
     chain = PlainChain(plan)
     curve, t0 = Curve(), time.perf_counter()
-    for step in range(1, run["steps"] + 1):
+    for step in range(1, run.steps + 1):
         chain.train_step()
-        if step % run["eval_every"] == 0 or step == run["steps"]:
+        if step % run.eval_every == 0 or step == run.steps:
             curve.add(time.perf_counter() - t0, step, chain.accuracy())
             if curve.done:
                 break

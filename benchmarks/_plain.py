@@ -20,19 +20,19 @@ class PlainChain:
 
     def __init__(self, plan) -> None:
         run = plan.topology.run
-        torch.manual_seed(run["seed"])
+        torch.manual_seed(run.seed)
         layers = []
         for name in [n for n in plan.order if n != plan.source]:
-            spec = plan.specs[name]
-            module, _ = plan.classes[name](name, spec["params"]).build(
-                {"in": tuple(spec["in_shapes"]["in"])}
+            spec = plan.agents[name]
+            module, _ = plan.classes[name](name, dict(spec.params)).build(
+                {"in": spec.in_shapes["in"]}
             )
             layers.append(module)
         self.model = nn.Sequential(*layers)
         self.optimizer = make_optimizer(self.model.parameters(), run, None)
-        self.source = plan.classes[plan.source](plan.source, plan.specs[plan.source]["params"])
-        self.source.open(run["batch_size"], run["seed"])
-        self.eval_batch_size = run["eval_batch_size"]
+        self.source = plan.classes[plan.source](plan.source, dict(plan.agents[plan.source].params))
+        self.source.open(run.batch_size, run.seed)
+        self.eval_batch_size = run.eval_batch_size
 
     def train_step(self) -> None:
         """One batch: forward, cross-entropy, backward, optimiser step."""

@@ -1,4 +1,4 @@
-"""The two-timescale system (paper.md), three arms as real `synthgrad run` processes.
+"""The two-timescale system (Jaderberg et al. 2016, arXiv 1608.05343), three arms as real `synthgrad run` processes.
 
     import _timescale; _timescale.run_section(quick=False, runs_dir=Path("runs/bench"))
 

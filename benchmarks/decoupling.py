@@ -70,6 +70,7 @@ from _common import (
     wait_until_quiet,
 )
 from _plain import PlainChain
+from synthgrad.agents.runtime.build import build_core
 from synthgrad.agents.runtime.core import AgentCore
 from synthgrad.agents.runtime.local import LocalRunner
 from synthgrad.orchestrator.config import load_topology
@@ -78,7 +79,7 @@ from synthgrad.orchestrator.plan import RunPlan, plan_run
 TOPOLOGY = REPO / "examples" / "bench_chain.toml"
 HEAD = "head"  # the terminal agent of bench_chain.toml: its reports carry the run's progress
 METRICS_EVERY_S = 0.1
-CORES = 2  # what the targets assume (shared/reference/machine.md)
+CORES = 2  # what the targets assume: this machine's cores (docs/results.md, "Decoupling")
 QUIET = 0.25  # a run is quiet when other work used at most this many cores in its window
 # --quick narrows the layers to 256: it checks that every arm runs, not how fast.
 QUICK_SETS = [f"agents.d{i}.width=256" for i in range(1, 5)]
@@ -207,7 +208,7 @@ def plan_for(sets: list[str], steps: int) -> RunPlan:
 def build_cores(plan: RunPlan) -> dict[str, AgentCore]:
     """Every agent of the plan built in this process (as agents.local.run_locally does)."""
     return {
-        name: AgentCore(plan.classes[name](name, plan.specs[name]["params"]), plan.specs[name])
+        name: build_core(plan.agents[name])
         for name in plan.order
     }
 
@@ -268,8 +269,8 @@ def sg_cost(base: list[str], iterations: int) -> dict:
     plan = plan_for([*base, "link_defaults.mode=dni"], 1)
     core = build_cores(plan)["d2"]
     (sender,) = core.senders.values()
-    width = core.spec["in_shapes"]["in"][0]
-    batch = plan.topology.run["batch_size"]
+    width = core.plan.in_shapes["in"][0]
+    batch = plan.topology.run.batch_size
     x, g = torch.randn(batch, width), torch.randn(batch, width) * 1e-3
     times = {"layer": 0.0, "predict": 0.0, "regress": 0.0, "adam": 0.0, "adam_fused": 0.0}
     fused = torch.optim.Adam(core.agent.module.parameters(), lr=1e-9, fused=True)
@@ -405,7 +406,7 @@ def main() -> None:
         parser.error("--steps must be at least 6")
     base = QUICK_SETS if args.quick else []
     run = load_topology(TOPOLOGY).run
-    batch = run["batch_size"]
+    batch = run.batch_size
     report = {
         **header(__file__, args.quick),
         "machine": machine(),
@@ -413,7 +414,7 @@ def main() -> None:
         "steps": steps,
         "warmup_steps": warm,
         "batch_size": batch,
-        "eval_batch_size": run["eval_batch_size"],
+        "eval_batch_size": run.eval_batch_size,
         "repeats": args.repeats,
         "wait_quiet_s": args.wait_quiet,
         "overrides": base,

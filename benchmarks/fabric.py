@@ -54,7 +54,7 @@ CONFIGS = (
 def workloads(path: Path) -> dict[int, object]:
     """The topology costed at the full batch (M = 1) and at micro-batches of batch / 8."""
     topology = load_topology(path)
-    batch = topology.run["batch_size"]
+    batch = topology.run.batch_size
     return {m: costs_from_topology(topology, batch=batch // m) for m in (1, 8)}
 
 

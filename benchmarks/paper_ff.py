@@ -43,7 +43,7 @@ from _common import (
 from _ff_topologies import LABELS, cnn, fcn
 
 SECTIONS = ("fcn", "one_dni", "sparse", "unlock", "dni_long", "cnn", "time")
-# paper.md, test error % after 500k steps; (v) = stated in the prose, else approximate.
+# The paper (Jaderberg et al. 2016, arXiv 1608.05343), test error % after 500k steps; (v) = stated in the prose, else approximate.
 PAPER_FCN = {  # layers: (no gradient, backprop, DNI, cDNI)
     3: (9.3, 2.0, 1.9, 2.2),
     4: (12.6, 1.8, 2.2, 1.9),

@@ -6,8 +6,8 @@
 
 For each payload size the same two processes measure --repeats back-to-back pairs of:
   raw        64 B and 4 KiB as one frame; 64 KiB and up as [32-byte header, payload] with
-             copy=False (the best plain-pyzmq framing for each size, from
-             shared/reference/machine.md);
+             copy=False (the best plain-pyzmq framing for each size, as measured
+             on this machine before synthgrad's codec was written);
   synthgrad  Message(ACT, tensors={"x": float32 array of that size}) through send_message /
              recv_message, one Message built per send, decoded into a numpy view per receive.
 Throughput is messages sent back to back until the receiver acknowledges the last one.  Round
@@ -48,7 +48,7 @@ from synthgrad.protocol import (
 KiB, MiB = 1024, 1024 * 1024
 SIZES = [64, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB]
 SINGLE_FRAME_MAX = 4 * KiB  # raw sends these sizes as one frame, bigger as multipart zero-copy
-# Messages per measurement: about half a second each at the speeds of shared/reference.
+# Messages per measurement: about half a second each at this machine's speeds (docs/results.md).
 FULL_COUNTS = {64: 100_000, 4 * KiB: 50_000, 64 * KiB: 20_000, 1 * MiB: 2_000, 16 * MiB: 150}
 QUICK_COUNTS = {64: 2_000, 4 * KiB: 1_000, 64 * KiB: 200, 1 * MiB: 20, 16 * MiB: 4}
 RAW_HEADER = bytes(32)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -50,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as err:  # unknown preset or method, or agents that do not fit
             print(f"synthgrad run: {err}", file=sys.stderr)
             return EXIT_CONFIG
-    run_dir = RunDir(args.runs_dir or topology.run["runs_dir"], topology.run["name"])
+    run_dir = RunDir(args.runs_dir or topology.run.runs_dir, topology.run.name)
     if placement is not None:
         run_dir.write_json("placement.json", placement)
     shutil.copy(args.file, run_dir.path / "topology.toml")
@@ -59,14 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         {
             "file": str(args.file),
             "overrides": args.set,
-            "run": topology.run,
+            "run": topology.run.to_wire(),
             "source": plan.source,
             "terminals": plan.terminals,
             "order": plan.order,
-            "specs": plan.specs,
+            "specs": {name: agent.to_wire() for name, agent in plan.agents.items()},
         },
     )
-    progress = Progress(topology.run["batch_size"], enabled=not args.quiet)
+    progress = Progress(topology.run.batch_size, enabled=not args.quiet)
     supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0)
     try:
         summary = supervisor.run()
@@ -105,7 +107,7 @@ def _place_for_run(topology, plan, args) -> dict:
     if args.pin:
         cpus = cpu_plan(placement, sorted(os.sched_getaffinity(0)))
         for name, cpu in cpus.items():
-            plan.specs[name]["cpu"] = cpu
+            plan.agents[name] = dataclasses.replace(plan.agents[name], cpu=cpu)
         record["cpus"] = cpus
     return record
 
@@ -183,19 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_argument("--json", action="store_true", help="machine-readable output")
     agents.set_defaults(func=cmd_agents)
 
-    try:
-        from .fabric.cli import add_place_parser, add_simulate_parser
-    except ImportError:
-        pass
-    else:
-        add_place_parser(verbs)
-        add_simulate_parser(verbs)
+    # Imported plainly: a broken import here must fail loudly, not hide the verbs.
+    from .fabric.cli import add_place_parser, add_simulate_parser
+
+    add_place_parser(verbs)
+    add_simulate_parser(verbs)
     return parser
+
+
+def _log_to_stderr() -> None:
+    """The supervisor's log lines (synthgrad.orchestrator) on stderr, each marked as ours."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("orchestrator: %(message)s"))
+    logger = logging.getLogger("synthgrad.orchestrator")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `synthgrad` console script."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _log_to_stderr()
     args = build_parser().parse_args(argv)
     return args.func(args)
 

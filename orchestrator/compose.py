@@ -17,12 +17,13 @@ from torch import nn
 
 from ..agents.base import Source
 from ..agents.registry import resolve_kind
+from ..protocol.plan import AgentPlan
 
 
 class ComposedNetwork(nn.Module):
     """Agents' modules wired as in the topology; `forward(x)` returns the terminal's output."""
 
-    def __init__(self, specs: dict[str, dict], order: list[str], source: str, terminal: str) -> None:
+    def __init__(self, plans: dict[str, AgentPlan], order: list[str], source: str, terminal: str) -> None:
         super().__init__()
         self.order = [n for n in order if n != source]
         self.source, self.terminal = source, terminal
@@ -31,19 +32,17 @@ class ComposedNetwork(nn.Module):
         self.wiring: dict[str, list[tuple[str, str, str]]] = {}
         self.input_port = ""
         for name in self.order:
-            spec = specs[name]
-            agent = resolve_kind(spec["kind"])(name, spec["params"])
-            module, _ = agent.build({p: tuple(s) for p, s in spec["in_shapes"].items()})
+            plan = plans[name]
+            agent = resolve_kind(plan.kind)(name, dict(plan.params))
+            module, _ = agent.build(dict(plan.in_shapes))
             agent.module = module
             self.agents[name] = agent
             self.nets[name] = module
-            self.wiring[name] = [
-                (link["dst_port"], link["src"], link["src_port"]) for link in spec["in_links"] if not link["context"]
-            ]
-            for link in spec["in_links"]:
-                if link["src"] == source and not link["context"]:
-                    self.input_port = link["src_port"]
-        self.output_port = resolve_kind(specs[terminal]["kind"]).outputs[0]
+            self.wiring[name] = [(link.dst_port, link.src, link.src_port) for link in plan.in_links if not link.context]
+            for link in plan.in_links:
+                if link.src == source and not link.context:
+                    self.input_port = link.src_port
+        self.output_port = resolve_kind(plans[terminal].kind).outputs[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {(self.source, self.input_port): x}
@@ -54,15 +53,21 @@ class ComposedNetwork(nn.Module):
         return values[(self.terminal, self.output_port)]
 
 
+def read_config(run_dir: str | Path) -> dict:
+    """A run directory's config.json, its agents' plans as `AgentPlan`s under "plans"."""
+    config = json.loads(Path(run_dir, "config.json").read_text())
+    config["plans"] = {name: AgentPlan.from_wire(spec) for name, spec in config["specs"].items()}
+    return config
+
+
 def load_composed(run_dir: str | Path) -> ComposedNetwork:
     """Rebuild a finished run's network from its config and the agents' final weights."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    specs, order = config["specs"], config["order"]
+    config = read_config(run_dir)
     terminals = config["terminals"]
     if len(terminals) != 1:
         raise ValueError(f"compose needs exactly one terminal agent, the run has {terminals}")
-    net = ComposedNetwork(specs, order, config["source"], terminals[0])
+    net = ComposedNetwork(config["plans"], config["order"], config["source"], terminals[0])
     for name in net.order:
         path = run_dir / "agents" / name / "final.pt"
         if not path.exists():
@@ -74,11 +79,11 @@ def load_composed(run_dir: str | Path) -> ComposedNetwork:
 
 def example_input(run_dir: str | Path, batch: int = 2) -> torch.Tensor:
     """A zero batch shaped like the source's input port."""
-    config = json.loads(Path(run_dir, "config.json").read_text())
-    source = config["source"]
-    cls = resolve_kind(config["specs"][source]["kind"])
+    config = read_config(run_dir)
+    plan = config["plans"][config["source"]]
+    cls = resolve_kind(plan.kind)
     assert issubclass(cls, Source)
-    shape = cls(source, config["specs"][source]["params"]).output_shapes()["x"]
+    shape = cls(plan.name, dict(plan.params)).output_shapes()["x"]
     return torch.zeros(batch, *shape)
 
 

@@ -8,51 +8,27 @@ This module needs no torch: the CLI validates structure before any heavy import.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-LINK_MODES = ("backprop", "dni", "unlocked", "none")
-SG_HOSTS = ("sender", "receiver")
-SG_MODELS = ("linear", "mlp", "conv")
+from ..protocol.plan import (
+    OPTIMIZERS,
+    SG_HOSTS,
+    SG_MODELS,
+    LinkMode,
+    LinkPlan,
+    RunSettings,
+    SGOptions,
+)
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "name": None,  # the file's stem when absent
-    "steps": None,
-    "epochs": None,
-    "batch_size": 256,
-    "eval_every": 0,  # steps between evaluations on the test set; 0 = only at the end
-    "eval_batch_size": 1000,
-    "seed": 0,
-    "optimizer": "adam",
-    "lr": 3e-4,
-    # Step decay (the paper divided its rate by 10 at 300k and 400k of 500k steps): at each
-    # listed step every agent's own learning rate is multiplied by `lr_decay` once more.
-    "lr_decay_at": [],
-    "lr_decay": 0.1,
-    "hwm": 4,  # messages a data socket buffers before its sender must wait (back-pressure)
-    "register_timeout_s": 60.0,
-    "metrics_every_s": 1.0,
-    "runs_dir": "runs",
-}
-SG_DEFAULTS: dict[str, Any] = {
-    "model": "linear",
-    "hidden": [],
-    "lr": None,  # the sender's own lr when absent
-    "scale": 1.0,
-    "context": False,  # condition on the labels (cDNI)
-    "host": "sender",
-    "cache": 64,  # steps of (activation, context) kept waiting for their gradient target
-    "kernel": 5,  # model = "conv": kernel of every convolution ('same' padding)
-    "lam": 0.0,  # BP(lambda): gradient used = lam * true + (1 - lam) * synthetic (link option `lambda`)
-    "input_hidden": [256],  # mode "unlocked": hidden widths of the synthetic-input model
-}
-# Link options checked here: `lambda` (BP(lambda), stored as sg.lam) and `p_update` (sparse
-# updates of the link's receiver, resolved per agent by plan.py); others pass through.
-LINK_DEFAULTS: dict[str, Any] = {"mode": "backprop", "sg": SG_DEFAULTS}
+# Link keys besides `from`, `to`, `mode` and `sg`: `lambda` (BP(lambda), stored as sg.lam) and
+# `p_update` (sparse updates of the link's receiver, resolved per agent by plan.py).
+LINK_OPTIONS = ("lambda", "p_update")
+LINK_MODES = tuple(mode.value for mode in LinkMode)
 
 
 class ConfigError(ValueError):
@@ -74,42 +50,23 @@ class AgentSpec:
     tick_every: int = 1
 
 
-@dataclass(frozen=True)
-class LinkSpec:
-    """A directed edge from `src.src_port` to `dst.dst_port` with a mode and its options."""
-
-    src: str
-    src_port: str
-    dst: str
-    dst_port: str
-    mode: str
-    sg: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-    index: int = 0
-
-    @property
-    def key(self) -> str:
-        return f"links.{self.index}"
-
-    @property
-    def carries_gradient(self) -> bool:
-        return self.mode != "none"
-
-
 @dataclass
 class Topology:
-    """A validated topology: run settings, agents by name, links in file order."""
+    """A validated topology: run settings, agents by name, links in file order.
 
-    run: dict
+    Each link is a `LinkPlan` as the file gives it: a port may still be "" (the agent's first
+    port); planning fills in the ports, the context flags and the ticks."""
+
+    run: RunSettings
     agents: dict[str, AgentSpec]
-    links: list[LinkSpec]
+    links: list[LinkPlan]
     source: str = ""
-    raw: dict = field(default_factory=dict)
+    raw: dict = dataclasses.field(default_factory=dict)
 
-    def links_from(self, name: str) -> list[LinkSpec]:
+    def links_from(self, name: str) -> list[LinkPlan]:
         return [link for link in self.links if link.src == name]
 
-    def links_to(self, name: str) -> list[LinkSpec]:
+    def links_to(self, name: str) -> list[LinkPlan]:
         return [link for link in self.links if link.dst == name]
 
 
@@ -174,13 +131,13 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raise ConfigError(err.key, err.message, str(path)) from None
 
 
-def _merge(defaults: dict, given: dict, where: str) -> dict:
+def _merge(record: type, given: dict, where: str) -> dict:
+    """The record's defaults (protocol/plan.py, the one place they live) updated by `given`."""
+    defaults = record().to_wire()  # TOML-shaped: lists, not tuples
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(defaults)}")
-    out = copy.deepcopy(defaults)
-    out.update(given)
-    return out
+    return {**defaults, **given}
 
 
 def _expect(value: Any, types: type | tuple, where: str, what: str) -> Any:
@@ -191,8 +148,8 @@ def _expect(value: Any, types: type | tuple, where: str, what: str) -> Any:
     return value
 
 
-def _validate_run(given: Any) -> dict:
-    run = _merge(RUN_DEFAULTS, _expect(given, dict, "run", "a table"), "run")
+def _validate_run(given: Any, default_name: str) -> RunSettings:
+    run = _merge(RunSettings, _expect(given, dict, "run", "a table"), "run")
     if (run["steps"] is None) == (run["epochs"] is None):
         raise ConfigError("run.steps", "give exactly one of run.steps or run.epochs")
     for key in ("steps", "epochs", "batch_size", "eval_batch_size", "hwm"):
@@ -209,13 +166,16 @@ def _validate_run(given: Any) -> dict:
     decay = _expect(run["lr_decay"], (int, float), "run.lr_decay", "a number")
     if not 0 < decay <= 1:
         raise ConfigError("run.lr_decay", f"must be in (0, 1], got {decay}")
-    if run["optimizer"] not in ("adam", "sgd"):
-        raise ConfigError("run.optimizer", "must be 'adam' or 'sgd'")
-    return run
+    if run["optimizer"] not in OPTIMIZERS:
+        raise ConfigError("run.optimizer", f"must be one of {list(OPTIMIZERS)}")
+    run["name"] = run["name"] or default_name
+    run["lr_decay_at"] = tuple(milestones)
+    return RunSettings(**run)
 
 
 def _validate_sg(given: Any, where: str) -> dict:
-    sg = _merge(SG_DEFAULTS, _expect(given, dict, where, "a table"), where)
+    """The `sg` table's values by field of `SGOptions` (a dict: `lambda` may still set `lam`)."""
+    sg = _merge(SGOptions, _expect(given, dict, where, "a table"), where)
     if sg["model"] not in SG_MODELS:
         raise ConfigError(f"{where}.model", f"must be one of {list(SG_MODELS)}")
     if sg["host"] not in SG_HOSTS:
@@ -236,6 +196,7 @@ def _validate_sg(given: Any, where: str) -> dict:
     _expect(sg["context"], bool, f"{where}.context", "true or false")
     if _expect(sg["cache"], int, f"{where}.cache", "an integer") < 1:
         raise ConfigError(f"{where}.cache", "must be at least 1")
+    sg["hidden"], sg["input_hidden"] = tuple(hidden), tuple(widths)
     return sg
 
 
@@ -251,7 +212,7 @@ def _endpoint(text: Any, where: str) -> tuple[str, str]:
     return name, port
 
 
-def _validate_link(index: int, given: Any, defaults: dict) -> LinkSpec:
+def _validate_link(index: int, given: Any, defaults: dict) -> LinkPlan:
     where = f"links.{index}"
     _expect(given, dict, where, "a table")
     given = dict(given)
@@ -262,25 +223,32 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkSpec:
     dst, dst_port = _endpoint(given.pop("to"), f"{where}.to")
     given_sg_table = {**defaults.get("sg", {}), **given.pop("sg", {})}
     sg = _validate_sg(given_sg_table, f"{where}.sg")
-    mode = given.pop("mode", defaults.get("mode", LINK_DEFAULTS["mode"]))
+    mode = given.pop("mode", defaults.get("mode", LinkMode.BACKPROP.value))
     if mode not in LINK_MODES:
         raise ConfigError(f"{where}.mode", f"{mode!r} is not a link mode; choose one of {list(LINK_MODES)}")
+    mode = LinkMode(mode)
     options = {k: v for k, v in defaults.items() if k not in ("mode", "sg")}
     options.update(given)
+    unknown = sorted(set(options) - set(LINK_OPTIONS))
+    if unknown:
+        bad = unknown[0]
+        where_bad = f"{where}.{bad}" if bad in given else f"link_defaults.{bad}"
+        raise ConfigError(where_bad, f"unknown link key; known: {sorted(['from', 'to', 'mode', 'sg', *LINK_OPTIONS])}")
+    p_update = None
     if "p_update" in options:
-        _probability(options["p_update"], f"{where}.p_update")
+        p_update = _probability(options["p_update"], f"{where}.p_update")
     if "lambda" in options:
         # One place holds lambda: the link option is another spelling of `sg.lam`.
         lam = _probability(options.pop("lambda"), f"{where}.lambda")
         if "lam" in given_sg_table and sg["lam"] != lam:
             raise ConfigError(f"{where}.lambda", f"contradicts sg.lam = {sg['lam']}; give one of them")
         sg["lam"] = lam
-    if mode in ("dni", "unlocked") and sg["host"] == "receiver":
+    if mode.has_sg_model and sg["host"] == "receiver":
         if sg["lam"] > 0:
             raise ConfigError(f"{where}.sg.lam", "BP(lambda) needs the true gradient at the sender; use sg.host = 'sender'")
-        if mode == "unlocked":
+        if mode.has_synthetic_input:
             raise ConfigError(f"{where}.sg.host", "mode 'unlocked' never waits for an answer; use sg.host = 'sender'")
-    return LinkSpec(src, src_port, dst, dst_port, mode, sg, options, index)
+    return LinkPlan(index, src, src_port, dst, dst_port, mode, SGOptions(**sg), p_update)
 
 
 def validate(doc: dict, default_name: str = "run") -> Topology:
@@ -288,8 +256,7 @@ def validate(doc: dict, default_name: str = "run") -> Topology:
     unknown = sorted(set(doc) - {"run", "agents", "links", "link_defaults"})
     if unknown:
         raise ConfigError(unknown[0], "unknown top-level table; known: run, agents, links, link_defaults")
-    run = _validate_run(doc.get("run", {}))
-    run["name"] = run["name"] or default_name
+    run = _validate_run(doc.get("run", {}), default_name)
     agents: dict[str, AgentSpec] = {}
     for name, table in _expect(doc.get("agents", {}), dict, "agents", "a table of agents").items():
         where = f"agents.{name}"

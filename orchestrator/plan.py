@@ -3,31 +3,33 @@
 Planning resolves every kind, checks parameters and ports against the kind's declarations,
 propagates shapes from the source through the modules (so SG models are sized before any
 process starts), and adds the context routes cDNI needs: a link conditioned on labels makes
-the source send its labels to the agent hosting that SG model.  Each agent's spec is plain
-data (msgpack primitives), so it can travel in the welcome message.
+the source send its labels to the agent hosting that SG model.  Each agent gets an
+`AgentPlan` (protocol/plan.py), whose wire form travels in the welcome message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass, field
 
 from ..agents.base import REQUIRED, Source, missing_params
 from ..agents.registry import UnknownKind, resolve_kind
-from .config import ConfigError, LinkSpec, Topology
+from ..protocol.plan import AgentPlan, LinkMode, LinkPlan
+from .config import ConfigError, Topology
 
-DATA_PORT = "data"  # where an unlocked layer takes the source's x (agents/synthetic_input.py)
+DATA_PORT = "data"  # where an unlocked layer takes the source's x (agents/runtime/synthetic_input.py)
 
 COMMON_PARAMS = ("lr", "p_update")  # accepted by every module kind
 
 
 @dataclass
 class RunPlan:
-    """The planned run: one spec per agent, plus the names the supervisor needs."""
+    """The planned run: one `AgentPlan` per agent, plus the names the supervisor needs."""
 
     topology: Topology
-    specs: dict[str, dict] = field(default_factory=dict)
+    agents: dict[str, AgentPlan] = field(default_factory=dict)
     classes: dict[str, type] = field(default_factory=dict)
     source: str = ""
     terminals: list[str] = field(default_factory=list)
@@ -57,7 +59,7 @@ def _resolve(topology: Topology) -> dict[str, type]:
     return classes
 
 
-def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> dict:
+def _link_plan(link: LinkPlan, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> LinkPlan:
     src_cls, dst_cls = classes[link.src], classes[link.dst]
     src_port = link.src_port or src_cls.outputs[0]
     dst_port = link.dst_port or (dst_cls.inputs or dst_cls.context_inputs)[0]
@@ -68,44 +70,40 @@ def _link_dict(link: LinkSpec, classes: dict[str, type], context: bool, ticks: d
         raise ConfigError(f"{link.key}.to", f"{link.dst!r} has no input port {dst_port!r}; ports: {ports}")
     is_context = context or dst_port in dst_cls.context_inputs
     from_source = issubclass(src_cls, Source)
-    return {
-        "index": link.index,
-        "src": link.src,
-        "src_port": src_port,
-        "dst": link.dst,
-        "dst_port": dst_port,
+    return dataclasses.replace(
+        link,
+        src_port=src_port,
+        dst_port=dst_port,
         # No gradient crosses a context link, nor goes back into a data source.
-        "mode": "none" if is_context or from_source else link.mode,
-        "sg": link.sg,
-        "options": link.options,
-        "context": is_context,
-        "from_source": from_source,
-        "src_tick": ticks[link.src],
-        "dst_tick": ticks[link.dst],
-    }
+        mode=LinkMode.NONE if is_context or from_source else link.mode,
+        context=is_context,
+        from_source=from_source,
+        src_tick=ticks[link.src],
+        dst_tick=ticks[link.dst],
+    )
 
 
-def _order(topology: Topology, links: list[dict]) -> list[str]:
+def _order(topology: Topology, links: list[LinkPlan]) -> list[str]:
     indegree = {name: 0 for name in topology.agents}
     for link in links:
-        indegree[link["dst"]] += 1
+        indegree[link.dst] += 1
     ready = [name for name, d in indegree.items() if d == 0]
     order = []
     while ready:
         name = ready.pop(0)
         order.append(name)
         for link in links:
-            if link["src"] == name:
-                indegree[link["dst"]] -= 1
-                if indegree[link["dst"]] == 0:
-                    ready.append(link["dst"])
+            if link.src == name:
+                indegree[link.dst] -= 1
+                if indegree[link.dst] == 0:
+                    ready.append(link.dst)
     if len(order) != len(topology.agents):
         stuck = sorted(set(topology.agents) - set(order))
         raise ConfigError("links", f"the links form a cycle through {stuck}; recurrence belongs inside an agent")
     return order
 
 
-def _check_ticks(topology: Topology, instances: dict, source: str, links: list[dict]) -> None:
+def _check_ticks(topology: Topology, instances: dict, source: str, links: list[LinkPlan]) -> None:
     """Refuse ticks that can never line up (docs/ARCHITECTURE.md, "Ticks ...")."""
     ticks = {name: spec.tick_every for name, spec in topology.agents.items()}
     slowest = math.lcm(*ticks.values())
@@ -114,22 +112,22 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[d
     if ticks[source] != 1:
         raise ConfigError(f"agents.{source}.tick_every", "a data source emits on every step; give the agents it feeds a tick instead")
     for link in links:
-        src, dst = ticks[link["src"]], ticks[link["dst"]]
+        src, dst = ticks[link.src], ticks[link.dst]
         if dst % src:
             raise ConfigError(
-                f"agents.{link['dst']}.tick_every",
-                f"must be a multiple of the tick of {link['src']!r} ({src}), which feeds it through links.{link['index']}: "
+                f"agents.{link.dst}.tick_every",
+                f"must be a multiple of the tick of {link.src!r} ({src}), which feeds it through {link.key}: "
                 "an agent acts on whole messages of its senders, so it cannot tick faster or out of step",
             )
-        if link["mode"] == "unlocked" and dst != 1:
-            # Its schedule (agents/synthetic_input.py) walks every step id in order.
-            raise ConfigError(f"links.{link['index']}.mode", "'unlocked' is not available for a receiver with tick_every > 1")
+        if link.mode.has_synthetic_input and dst != 1:
+            # Its schedule (agents/runtime/synthetic_input.py) walks every step id in order.
+            raise ConfigError(f"{link.key}.mode", "'unlocked' is not available for a receiver with tick_every > 1")
     run = topology.run
-    if run["epochs"] is not None:
+    if run.epochs is not None:
         raise ConfigError("run.epochs", f"with tick_every > 1 give run.steps (a multiple of {slowest}) instead")
-    if run["steps"] % slowest:
+    if run.steps % slowest:
         raise ConfigError("run.steps", f"must be a multiple of {slowest} (the ticks' least common multiple), so every agent finishes its last block")
-    if run["eval_every"] % slowest:
+    if run.eval_every % slowest:
         raise ConfigError("run.eval_every", f"must be a multiple of {slowest} (the ticks' least common multiple), so evaluations start on a block")
     eval_steps = getattr(instances[source], "eval_steps", None)
     if eval_steps is None:
@@ -138,7 +136,7 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[d
             f"kind {topology.agents[source].kind!r} does not say how many steps an evaluation takes, so ticks cannot line up with it",
         )
     try:
-        count = eval_steps(run["eval_batch_size"])
+        count = eval_steps(run.eval_batch_size)
     except ValueError as err:
         raise ConfigError(f"agents.{source}.{getattr(err, 'param', 'eval_steps')}", str(err)) from None
     if count % slowest:
@@ -146,29 +144,29 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[d
     # A message that covers several steps cannot be split at an episode boundary.
     episode = getattr(instances[source], "episode_length", None)
     for link in links:
-        src = ticks[link["src"]]
+        src = ticks[link.src]
         if episode and src > 1 and episode % src:
             raise ConfigError(
                 f"agents.{source}.length",
-                f"episodes of {episode} steps do not line up with {link['src']!r}, whose messages cover {src} steps each",
+                f"episodes of {episode} steps do not line up with {link.src!r}, whose messages cover {src} steps each",
             )
 
 
-def _refuse_waiting_unlocked(links: list[dict]) -> None:
+def _refuse_waiting_unlocked(links: list[LinkPlan]) -> None:
     # An unlocked layer finishes step s (and sends its real output) only after its update;
     # an update that waits for a gradient from downstream would wait for itself.
-    unlocked = {link["dst"] for link in links if link["mode"] == "unlocked"}
+    unlocked = {link.dst for link in links if link.mode.has_synthetic_input}
     for link in links:
-        if link["src"] in unlocked and not link["context"]:
-            if link["mode"] == "backprop":
-                raise ConfigError(f"links.{link['index']}.mode", f"{link['src']!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'")
-            if link["mode"] in ("dni", "unlocked") and link["sg"]["lam"] > 0:
-                raise ConfigError(f"links.{link['index']}.sg.lam", f"{link['src']!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)")
-            if link["mode"] in ("dni", "unlocked") and link["sg"]["host"] == "receiver":
-                raise ConfigError(f"links.{link['index']}.sg.host", f"{link['src']!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
+        if link.src in unlocked and not link.context:
+            if link.mode.locked:
+                raise ConfigError(f"{link.key}.mode", f"{link.src!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'")
+            if link.mode.has_sg_model and link.sg.lam > 0:
+                raise ConfigError(f"{link.key}.sg.lam", f"{link.src!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)")
+            if link.mode.has_sg_model and not link.sg.sender_hosted:
+                raise ConfigError(f"{link.key}.sg.host", f"{link.src!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
 
 
-def _p_update(name: str, agent_params: dict, in_links: list[dict]) -> float | None:
+def _p_update(name: str, agent_params: dict, in_links: list[LinkPlan]) -> float | None:
     """The agent's update probability: its own `p_update`, else its data in-links' option."""
     if agent_params.get("p_update") is not None:
         value = agent_params["p_update"]
@@ -177,11 +175,11 @@ def _p_update(name: str, agent_params: dict, in_links: list[dict]) -> float | No
         return float(value)
     found = None
     for link in in_links:
-        if link["context"] or "p_update" not in link["options"]:
+        if link.context or link.p_update is None:
             continue
-        value = float(link["options"]["p_update"])
+        value = float(link.p_update)
         if found is not None and value != found:
-            raise ConfigError(f"links.{link['index']}.p_update", f"{name!r} already updates with p_update = {found} from another link")
+            raise ConfigError(f"{link.key}.p_update", f"{name!r} already updates with p_update = {found} from another link")
         found = value
     return found
 
@@ -201,29 +199,29 @@ def plan_run(topology: Topology) -> RunPlan:
             key = f"agents.{n}.{err.param}" if getattr(err, "param", None) else f"agents.{n}"
             raise ConfigError(key, str(err)) from None
     ticks = {n: spec.tick_every for n, spec in topology.agents.items()}
-    links = [_link_dict(link, classes, False, ticks) for link in topology.links]
+    links = [_link_plan(link, classes, False, ticks) for link in topology.links]
     seen_inputs: dict[tuple[str, str], str] = {}
     for link in links:
-        key = (link["dst"], link["dst_port"])
+        key = (link.dst, link.dst_port)
         if key in seen_inputs:
-            raise ConfigError(f"links.{link['index']}.to", f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}")
-        seen_inputs[key] = f"links.{link['index']}"
+            raise ConfigError(f"{link.key}.to", f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}")
+        seen_inputs[key] = link.key
     # cDNI: whoever hosts a label-conditioned SG model needs the labels as context.
     label_port = classes[source].label_port
     for link in list(links):
-        if link["mode"] in ("dni", "unlocked") and link["sg"]["context"]:
-            host = link["src"] if link["sg"]["host"] == "sender" else link["dst"]
+        if link.mode.has_sg_model and link.sg.context:
+            host = link.src if link.sg.sender_hosted else link.dst
             if (host, "labels") not in seen_inputs:
-                implicit = LinkSpec(source, label_port, host, "labels", "none", link["sg"], {}, len(links))
-                links.append(_link_dict(implicit, classes, True, ticks))
-                seen_inputs[(host, "labels")] = f"labels for {link['src']}->{link['dst']}"
+                implicit = LinkPlan(len(links), source, label_port, host, "labels", LinkMode.NONE, link.sg)
+                links.append(_link_plan(implicit, classes, True, ticks))
+                seen_inputs[(host, "labels")] = f"labels for {link.label}"
     # Complete unlock: a layer on an unlocked link predicts its input from the data x.
     data_port = getattr(classes[source], "data_port", classes[source].outputs[0])
     for link in list(links):
-        if link["mode"] == "unlocked" and (link["dst"], DATA_PORT) not in seen_inputs:
-            implicit = LinkSpec(source, data_port, link["dst"], DATA_PORT, "none", link["sg"], {}, len(links))
-            links.append(_link_dict(implicit, classes, True, ticks))
-            seen_inputs[(link["dst"], DATA_PORT)] = f"data for {link['src']}->{link['dst']}"
+        if link.mode.has_synthetic_input and (link.dst, DATA_PORT) not in seen_inputs:
+            implicit = LinkPlan(len(links), source, data_port, link.dst, DATA_PORT, LinkMode.NONE, link.sg)
+            links.append(_link_plan(implicit, classes, True, ticks))
+            seen_inputs[(link.dst, DATA_PORT)] = f"data for {link.label}"
     _refuse_waiting_unlocked(links)
     _check_ticks(topology, instances, source, links)
     order = _order(topology, links)
@@ -232,10 +230,10 @@ def plan_run(topology: Topology) -> RunPlan:
     num_classes = instances[source].num_classes
     for name in order:
         spec = topology.agents[name]
-        in_links = [link for link in links if link["dst"] == name]
+        in_links = [link for link in links if link.dst == name]
         # A port that takes several messages per block sees them stacked on a new dimension.
         in_shapes = {
-            link["dst_port"]: ([n] if (n := link["dst_tick"] // link["src_tick"]) > 1 else []) + list(out_shapes[link["src"]][link["src_port"]])
+            link.dst_port: ((n,) if (n := link.messages_per_block) > 1 else ()) + tuple(out_shapes[link.src][link.src_port])
             for link in in_links
         }
         agent = instances[name]
@@ -244,26 +242,26 @@ def plan_run(topology: Topology) -> RunPlan:
                 if port not in in_shapes:
                     raise ConfigError("links", f"input port {name}.{port} is not fed by any link")
             try:
-                _, shapes = agent.build({p: tuple(s) for p, s in in_shapes.items()})
+                _, shapes = agent.build(dict(in_shapes))
             except (ValueError, KeyError, RuntimeError) as err:
                 key = f"agents.{name}.{err.param}" if getattr(err, "param", None) else f"agents.{name}"
                 raise ConfigError(key, f"cannot build its module: {err}") from None
             out_shapes[name] = shapes
             if classes[name].terminal:
                 plan.terminals.append(name)
-        plan.specs[name] = {
-            "name": name,
-            "kind": spec.kind,
-            "params": {k: v for k, v in agent.params.items() if v is not REQUIRED},
-            "tick_every": spec.tick_every,
-            "seed": agent_seed(topology.run["seed"], name),
-            "run": topology.run,
-            "num_classes": num_classes,
-            "in_shapes": in_shapes,
-            "out_shapes": {p: list(s) for p, s in out_shapes[name].items()},
-            "in_links": in_links,
-            "out_links": [link for link in links if link["src"] == name],
-        }
-        if not issubclass(classes[name], Source):
-            plan.specs[name]["p_update"] = _p_update(name, spec.params, in_links)
+        is_source = issubclass(classes[name], Source)
+        plan.agents[name] = AgentPlan(
+            name=name,
+            kind=spec.kind,
+            params={k: v for k, v in agent.params.items() if v is not REQUIRED},
+            run=topology.run,
+            seed=agent_seed(topology.run.seed, name),
+            tick_every=spec.tick_every,
+            num_classes=num_classes,
+            in_shapes=in_shapes,
+            out_shapes={p: tuple(s) for p, s in out_shapes[name].items()},
+            in_links=tuple(in_links),
+            out_links=tuple(link for link in links if link.src == name),
+            p_update=None if is_source else _p_update(name, spec.params, in_links),
+        )
     return plan

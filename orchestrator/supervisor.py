@@ -9,6 +9,7 @@ directory is removed, so no process or socket file outlives the run.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,12 +26,15 @@ from ..protocol import (
     recv_routed,
     send_routed,
 )
+from ..protocol.lifecycle import Lifecycle
 from .launcher import AgentHandle, Launcher
 from .plan import RunPlan
 from .progress import Progress
 from .rundir import RunDir
 
 STOP_GRACE_S = 2.0
+
+log = logging.getLogger("synthgrad.orchestrator")
 
 
 class RunFailed(RuntimeError):
@@ -46,14 +50,17 @@ class Interrupted(RuntimeError):
 
 
 @dataclass
-class AgentState:
+class AgentRecord:
+    """What the supervisor knows of one agent: its process, lifecycle state and last metrics."""
+
     handle: AgentHandle
     pid: int | None = None
     steps: int = 0
-    registered: bool = False
-    ready: bool = False
-    final: bool = False
+    state: Lifecycle = Lifecycle.SPAWNED
     last_metrics: dict = field(default_factory=dict)
+
+    def advance(self, state: Lifecycle) -> None:
+        self.state = self.state.advance(state)
 
 
 class Supervisor:
@@ -71,7 +78,7 @@ class Supervisor:
         self.zctx = new_context()
         self.ipc = IpcNamespace()
         self.router, self.endpoint = bind_router(self.zctx, self.ipc.endpoint("control"), hwm=0)
-        self.agents: dict[str, AgentState] = {}
+        self.agents: dict[str, AgentRecord] = {}
         self.evaluations: list[dict] = []
         self.budget = 0
         self.rejected = 0
@@ -95,7 +102,7 @@ class Supervisor:
             got = recv_routed(self.router, timeout_ms=timeout_ms)
         except ProtocolError as err:
             self.rejected += 1
-            print(f"orchestrator: rejected a malformed control message: {err}", flush=True)
+            log.warning("rejected a malformed control message: %s", err)
             return None
         if got is None:
             return None
@@ -109,18 +116,20 @@ class Supervisor:
     def _handle(self, name: str, msg: Message) -> None:
         state = self.agents[name]
         if msg.kind == Kind.ERROR:
+            state.advance(Lifecycle.FAILED)
             raise RunFailed(f"agent {name!r} failed:\n{msg.meta.get('error', '')}")
         if msg.kind == Kind.HELLO:
-            state.registered, state.pid = True, msg.meta.get("pid", state.handle.pid)
-        elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == "ready":
-            state.ready = True
+            state.advance(Lifecycle.REGISTERED)
+            state.pid = msg.meta.get("pid", state.handle.pid)
+        elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == Lifecycle.READY.value:
+            state.advance(Lifecycle.READY)
             self.budget = max(self.budget, int(msg.meta.get("budget", 0)))
         elif msg.kind == Kind.METRICS:
             meta = dict(msg.meta)
             state.steps = int(meta.get("steps", state.steps))
             state.last_metrics = meta
             if meta.pop("final_report", False):
-                state.final = True
+                state.advance(Lifecycle.STOPPED)
             self.run_dir.record(name, msg.step, meta)
             if "eval" in meta:
                 self.evaluations.append({"agent": name, **meta})
@@ -129,7 +138,8 @@ class Supervisor:
     def _check_processes(self, stopping: bool = False) -> None:
         for name, state in self.agents.items():
             code = state.handle.exitcode
-            if code is not None and not stopping and not state.final:
+            if code is not None and not stopping and state.state is not Lifecycle.STOPPED:
+                state.advance(Lifecycle.FAILED)
                 tail = self.run_dir.log_tail(name)
                 raise RunFailed(f"agent {name!r} exited unexpectedly with code {code}; its log ends:\n{tail}")
 
@@ -142,11 +152,13 @@ class Supervisor:
         self._check_processes()
         self._check_signal()
 
-    def _wait_for(self, what: str, done, timeout_s: float) -> None:
+    def _wait_for(self, state: Lifecycle, timeout_s: float) -> None:
+        """Pump control messages until every agent has reached `state`."""
         deadline = time.monotonic() + timeout_s
-        while not done():
+        what = {Lifecycle.REGISTERED: "register", Lifecycle.READY: "become ready"}[state]
+        while not all(s.state.reached(state) for s in self.agents.values()):
             if time.monotonic() > deadline:
-                missing = [n for n, s in self.agents.items() if not done_one(what, s)]
+                missing = [n for n, s in self.agents.items() if not s.state.reached(state)]
                 raise RunFailed(f"agents {missing} did not {what} within {timeout_s:.0f} s (run.register_timeout_s)")
             self._pump()
 
@@ -155,9 +167,9 @@ class Supervisor:
         t0 = time.monotonic()
         for name in self.plan.order:
             handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)))
-            self.agents[name] = AgentState(handle=handle, pid=handle.pid)
-        timeout = self.plan.topology.run["register_timeout_s"]
-        self._wait_for("register", lambda: all(s.registered for s in self.agents.values()), timeout)
+            self.agents[name] = AgentRecord(handle=handle, pid=handle.pid)
+        timeout = self.plan.topology.run.register_timeout_s
+        self._wait_for(Lifecycle.REGISTERED, timeout)
         self.timings["spawn_s"] = time.monotonic() - t0
         self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
         self.run_dir.write_json(
@@ -166,15 +178,16 @@ class Supervisor:
         )
         endpoints = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
         for name in self.agents:
-            meta = {"spec": self.plan.specs[name], "endpoints": endpoints, "run_dir": str(self.run_dir.path)}
+            meta = {"spec": self.plan.agents[name].to_wire(), "endpoints": endpoints, "run_dir": str(self.run_dir.path)}
             self._send(name, Kind.WELCOME, meta)
-        self._wait_for("become ready", lambda: all(s.ready for s in self.agents.values()), timeout)
+        self._wait_for(Lifecycle.READY, timeout)
         self.timings["ready_s"] = time.monotonic() - t0
 
     def _train(self) -> None:
         terminals = self.plan.terminals
-        for name in self.agents:
+        for name, state in self.agents.items():
             self._send(name, Kind.START)
+            state.advance(Lifecycle.RUNNING)
         self.t_start = time.monotonic()
         next_beat = 0.0
         finals = set()
@@ -191,7 +204,8 @@ class Supervisor:
 
     def _stop(self) -> None:
         """STOP to all, wait for their final reports, then TERM and KILL what remains."""
-        for name in self.agents:
+        for name, state in self.agents.items():
+            state.advance(Lifecycle.STOPPING)
             try:
                 self._send(name, Kind.STOP)
             except zmq.ZMQError:
@@ -235,13 +249,10 @@ class Supervisor:
             "run_id": self.run_id,
             "steps": steps,
             "wall_s": wall,
-            "samples_per_s": steps * run["batch_size"] / wall if wall else 0.0,
+            "samples_per_s": steps * run.batch_size / wall if wall else 0.0,
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,
-            "agents": {n: {"pid": s.pid, "steps": s.steps, "restarts": 0} for n, s in self.agents.items()},
+            "agents": {n: {"pid": s.pid, "steps": s.steps, "state": s.state.value, "restarts": 0} for n, s in self.agents.items()},
         }
 
-
-def done_one(what: str, state: AgentState) -> bool:
-    return state.registered if what == "register" else state.ready

@@ -1,4 +1,4 @@
-"""Creating the sockets of DESIGN.md section 5, configured so that nothing hangs.
+"""Creating the sockets of docs/PROTOCOL.md section 1, configured so that nothing hangs.
 
 Data plane: every agent binds one PULL (``bind_pull``) and connects one PUSH per peer
 (``connect_push``).  Control plane: the orchestrator binds a ROUTER (``bind_router``) and each

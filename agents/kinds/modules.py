@@ -27,7 +27,7 @@ def _flat_input(params: dict, in_shape: Shape) -> list[nn.Module]:
     """Flatten a multi-dimensional input, then the optional input activation."""
     layers: list[nn.Module] = [nn.Flatten()] if len(in_shape) > 1 else []
     # An activation on the way *in* lets the module boundary sit at the pre-activation, where a
-    # synthetic gradient is easier to predict (see paper.md, plain-DNI sweep).
+    # synthetic gradient is easier to predict (docs/results.md, "What mattered for plain DNI").
     if params.get("input_activation", "none") != "none":
         layers.append(_activation(params["input_activation"]))
     return layers

@@ -1,7 +1,7 @@
 """The `rnn` kind: an LSTM trained by truncated BPTT, with a synthetic gradient at each window edge.
 
 One agent is the recurrent core, its readout and its own loss (terminal). Each runtime step
-brings one window of ``T`` time steps (agents/sequence_source.py): the core runs the window
+brings one window of ``T`` time steps (agents/kinds/sequence_source.py): the core runs the window
 from the state the previous window left (detached at the boundary, so gradients stop there:
 truncated BPTT), resets the rows whose episode starts, and the task loss is backpropagated by
 the runtime as for any head. The recurrence stays inside one process; what DNI decouples here
@@ -30,7 +30,7 @@ Options:
         ``sg_scale * M``) costs one extra backward through the window's state path to
         separate the synthetic part of that gradient.
     sg_per_example: regress M at per-example scale (targets times B, predictions divided by
-        B, as `_HostedSG`); false regresses onto the batch-mean gradient as it is.
+        B, as `HostedSG`); false regresses onto the batch-mean gradient as it is.
     aux: DNI + Aux. Our reading of "the core also predicts the synthetic gradient T steps
         ahead": a linear head on every step's ``h_t`` of a window regresses onto the
         synthetic gradient at the window's end (detached, per-example scale), i.e. the SG up
@@ -75,7 +75,7 @@ from ...environments.sequence_tasks import (
     with_reset,
 )
 from ..base import Agent, Shape
-from ..runtime.interfaces import SyntheticGradientModel
+from ..runtime.interfaces import SGArithmetic, SyntheticGradientModel
 
 
 class RecurrentCore(nn.Module):
@@ -108,7 +108,7 @@ class RNN(Agent):
     """An LSTM over windows with truncated BPTT and an optional synthetic gradient at the edge.
 
     Port `x`: ``[B, T, C + 1]`` (input channels then the episode-reset flag); context `y`,
-    `mask` as agents/sequence_source.py sends them; output `logits` ``[B, T, out]``.
+    `mask` as agents/kinds/sequence_source.py sends them; output `logits` ``[B, T, out]``.
     See the module docstring for the options and metrics.
     """
 
@@ -244,18 +244,16 @@ class RNN(Agent):
         metrics: dict[str, float] = {}
         if core.sg is not None and w is not None:
             s_T = torch.cat([w["h"], w["c"]], 1)
-            # The SG model works at per-example scale (as `_HostedSG`): a batch-mean loss gives
-            # each row 1/B of its own gradient; targets are multiplied by B and predictions
-            # divided by B, so the regression sees sizes that do not shrink with the batch and
-            # Adam's fixed step size does not overshoot them.
-            per = batch if self.params["sg_per_example"] else 1
+            # The link's DNI arithmetic (agents/runtime/interfaces.py `SGArithmetic`): the model
+            # works at per-example scale, its prediction is worth sg_scale * M / B where used.
+            sg_math = self._sg_math()
             pred_T = core.sg(s_T.detach()).detach()
-            inject = (s_T * (float(self.params["sg_scale"]) * pred_T / per)).sum()
+            inject = (s_T * sg_math.used(pred_T, batch)).sum()
             total = total + inject - inject.detach()
             if self._bootstrap_shift() != 0.0 and pred_T.abs().sum() > 0:
                 # The part of this window's initial-state gradient that the injected SG will
                 # cause, per unit of scale: _sg_regression re-weights it in the target.
-                w["sg_part"] = torch.autograd.grad(s_T, [w["h0"], w["c0"]], pred_T / per, retain_graph=True)
+                w["sg_part"] = torch.autograd.grad(s_T, [w["h0"], w["c0"]], sg_math.unit(pred_T, batch), retain_graph=True)
             if core.aux is not None:
                 target = pred_T.unsqueeze(1).expand(-1, w["hs"].shape[1], -1)
                 aux = F.mse_loss(core.aux(w["hs"]), target)
@@ -273,6 +271,9 @@ class RNN(Agent):
             metrics["bpc"] = task.item() * batch / max(counted, 1.0) / math.log(2.0)
         return total, metrics
 
+    def _sg_math(self) -> SGArithmetic:
+        return SGArithmetic(float(self.params["sg_scale"]), per_example=bool(self.params["sg_per_example"]))
+
     def _bootstrap_shift(self) -> float:
         """sg_bootstrap - sg_scale: how much of the next SG the target adds beyond what was injected."""
         boot = self.params["sg_bootstrap"]
@@ -283,11 +284,10 @@ class RNN(Agent):
         prev = self.prev
         if prev is None or prev["h0"].grad is None:
             return None
-        per = batch if self.params["sg_per_example"] else 1
         target = torch.cat([prev["h0"].grad, prev["c0"].grad], 1)
         if "sg_part" in prev:  # swap the injected scale for the bootstrap factor
             target = target + self._bootstrap_shift() * torch.cat(prev["sg_part"], 1)
-        target = target * per
+        target = self._sg_math().target(target, batch)
         s = torch.cat([prev["h0"], prev["c0"]], 1).detach()
         if self.params["sg_to_core"] and self.prev2 is not None:
             p2 = self.prev2  # re-run the window that produced s, so the loss reaches the core

@@ -34,7 +34,7 @@ class CopyTaskSource(Source):
     first episode at random offsets so they do not all switch in the same window).
 
     The level is fixed here; the curriculum, which needs the errors only the `rnn` agent
-    sees, runs inside that agent when it is given `task` (see agents/recurrent.py).
+    sees, runs inside that agent when it is given `task` (see agents/kinds/recurrent.py).
     """
 
     kind = "copy_task"

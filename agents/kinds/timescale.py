@@ -24,7 +24,7 @@ each such part.  With A at tick T and B at tick T * `unroll` (T = `unroll` = 4: 
 B's tick 16) B ticks once every T of A's steps, as in the paper, and its truncated BPTT spans
 `unroll` of its own ticks, i.e. T^2 digits.
 
-The LSTM and its readout are `RecurrentCore` of the `rnn` kind (agents/recurrent.py); what
+The LSTM and its readout are `RecurrentCore` of the `rnn` kind (agents/kinds/recurrent.py); what
 decouples A from B is the link between them (`dni`, `backprop`, `none`).  Accuracy is the
 share of (row, step) predictions that are right, over held-out test digits.
 """

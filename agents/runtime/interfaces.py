@@ -6,17 +6,23 @@ synthetic-gradient (SG) model is a link option (`sg.host`): by default the sende
 and never waits; a receiver-hosted model answers each activation at once with a
 synthetic-gradient message and learns from the receiver's own input gradient.
 Synthetic-input models (mode `unlocked`) live with the receiver too, in `synthetic_input.py`.
+
+`SGArithmetic` is one link's DNI arithmetic (the prediction's scale, the regression target,
+BP(lambda) mixing) in one place; the interfaces here and the recurrent kind's boundary SG
+(agents/kinds/recurrent.py) both use it.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...protocol.plan import LinkPlan, SGOptions
 from ..base import Shape
 
 
@@ -88,19 +94,70 @@ class ConvSyntheticGradientModel(nn.Module):
         return self.net(h)
 
 
-def build_sg_model(sg: dict, h_shape: Shape, context_classes: int, context_steps: int = 1) -> nn.Module:
+def build_sg_model(sg: SGOptions, h_shape: Shape, context_classes: int, context_steps: int = 1) -> nn.Module:
     """The SG model a link's `sg` options describe (`model`, `hidden`, `context`, `kernel`).
 
     `model = "conv"` builds a convolutional SG for (C, H, W) activations; on a flat activation
     it means a linear SG (so one `link_defaults` serves a net of conv then dense layers).
     """
-    classes = context_classes if sg.get("context") else 0
-    if sg.get("model") == "conv":
+    classes = context_classes if sg.context else 0
+    if sg.model == "conv":
         if len(h_shape) == 3:
-            return ConvSyntheticGradientModel(h_shape, list(sg.get("hidden", [])), classes, int(sg.get("kernel", 5)))
+            return ConvSyntheticGradientModel(h_shape, list(sg.hidden), classes, sg.kernel)
         return SyntheticGradientModel(h_shape, [], classes)
-    hidden = list(sg.get("hidden", [])) if sg.get("model") == "mlp" else []
+    hidden = list(sg.hidden) if sg.model == "mlp" else []
     return SyntheticGradientModel(h_shape, hidden, classes, context_steps)
+
+
+@dataclass(frozen=True)
+class SGArithmetic:
+    """One link's DNI arithmetic: what a prediction is worth where it is used, what it
+    regresses onto, and how BP(lambda) mixes it with the true gradient.
+
+    The model works at per-example scale: the gradient of a batch-mean loss is 1/B of each
+    example's own, so targets are multiplied by B before regression and predictions divided
+    by B before use (`per_example`; B is the batch).  Adam's step size does not shrink with
+    tiny targets, so a model fitted at batch-mean scale overshoots them by orders of
+    magnitude.  `scale` is the factor on the prediction where it is used (the paper's 0.1 for
+    its RNNs).  BP(lambda) (Jaderberg et al., ICML 2017 supplement): the gradient used is
+    ``lam * true + (1 - lam) * synthetic``.
+
+    Shapes: every tensor is ``[B, ...]``, the activation's shape.
+    """
+
+    scale: float = 1.0
+    lam: float = 0.0
+    per_example: bool = True
+
+    def _per(self, batch: int) -> int:
+        return batch if self.per_example else 1
+
+    def used(self, prediction: torch.Tensor, batch: int) -> torch.Tensor:
+        """The synthetic gradient a prediction stands for: ``scale * M(h) / B``."""
+        return prediction * (self.scale / self._per(batch))
+
+    def unit(self, prediction: torch.Tensor, batch: int) -> torch.Tensor:
+        """The prediction at gradient scale with no `scale` factor: ``M(h) / B``."""
+        return prediction / self._per(batch)
+
+    def target(self, gradient: torch.Tensor, batch: int) -> torch.Tensor:
+        """What the model regresses onto for a (bootstrapped) gradient target: ``B * g``."""
+        return gradient * self._per(batch)
+
+    @property
+    def waits(self) -> bool:
+        """The sender needs the true gradient before it updates (lambda > 0)."""
+        return self.lam > 0
+
+    def synthetic_part(self, synthetic: torch.Tensor) -> torch.Tensor | None:
+        """The synthetic gradient's share of the gradient used; None when lambda is 1."""
+        if self.lam == 0:
+            return synthetic
+        return None if self.lam >= 1 else synthetic * (1.0 - self.lam)
+
+    def true_part(self, true: torch.Tensor) -> torch.Tensor:
+        """The true gradient's share of the gradient used (lambda times it)."""
+        return true if self.lam >= 1 else true * self.lam
 
 
 class StepCache:
@@ -162,25 +219,22 @@ class Regressor:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
-class _HostedSG(Regressor):
+class HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""
 
-    def __init__(self, sg: dict, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1) -> None:
-        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps), sg.get("lr") or lr)
-        self.scale = float(sg.get("scale", 1.0))
+    def __init__(self, sg: SGOptions, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1) -> None:
+        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps), sg.lr or lr)
+        self.math = SGArithmetic(float(sg.scale), float(sg.lam))
 
-    # The model works at per-example scale: gradients of a batch-mean loss are 1/B of each
-    # example's own, so targets are multiplied by B before regression and predictions divided
-    # by B before use.  Adam's step size does not shrink with tiny targets, so a model fitted
-    # at batch-mean scale overshoots them by orders of magnitude.
     def predict(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """The synthetic gradient for `h` (the model's output, scaled for use; no graph)."""
         with torch.no_grad():
-            return self.model(h, context) * (self.scale / h.shape[0])
+            return self.math.used(self.model(h, context), h.shape[0])
 
     def learn(self, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor) -> None:
         # Regress onto the gradient target: L2, as in the paper.  The target is itself
         # bootstrapped (computed downstream with that agent's own synthetic gradient).
-        self.fit(self.model(h, context), target * h.shape[0])
+        self.fit(self.model(h, context), self.math.target(target, h.shape[0]))
 
 
 class SenderInterface:
@@ -192,43 +246,43 @@ class SenderInterface:
     (the SG model still learns from the targets), `lam = 0` is plain DNI.
     """
 
-    def __init__(self, link: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float) -> None:
         self.link = link
-        self.mode = link["mode"]
-        self.hosted: _HostedSG | None = None
+        self.mode = link.mode
+        self.hosted: HostedSG | None = None
         self.cache: StepCache | None = None
-        sg = link["sg"]
-        if self.mode in ("dni", "unlocked") and sg["host"] == "sender":
+        sg = link.sg
+        if self.mode.has_sg_model and sg.sender_hosted:
             # Labels reach the sender stacked by its tick (they come from the source, tick 1).
-            self.hosted = _HostedSG(sg, h_shape, context_classes, lr, int(link.get("src_tick", 1)))
-            self.cache = StepCache(sg["cache"])
-        self.needs_context = bool(self.hosted and sg.get("context"))
-        self.lam = float(sg.get("lam", 0.0) or 0.0) if self.hosted is not None else 0.0
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.src_tick)
+            self.cache = StepCache(sg.cache)
+        self.needs_context = bool(self.hosted and sg.context)
+        self.lam = float(sg.lam) if self.hosted is not None else 0.0
 
     @property
     def waits(self) -> bool:
         """True when the sender must wait for a gradient message before it can update."""
-        if self.mode == "backprop":
+        if self.mode.locked:
             return True
-        return self.mode in ("dni", "unlocked") and (self.hosted is None or self.lam > 0)
-
-    @property
-    def synthetic_weight(self) -> float:
-        """The weight of the synthetic gradient in the gradient used (1 - lambda)."""
-        return 1.0 - self.lam
+        return self.mode.has_sg_model and (self.hosted is None or self.hosted.math.waits)
 
     @property
     def expects_target(self) -> bool:
         """True when the receiver sends gradient targets back on this link."""
-        return self.mode == "backprop" or self.hosted is not None
+        return self.mode.locked or self.hosted is not None
 
     def synthetic_gradient(
         self, step: int, h: torch.Tensor, context: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Predict the gradient for `h` now, and remember `h` until its target arrives."""
+    ) -> torch.Tensor | None:
+        """The synthetic part of the gradient for `h` now (BP(lambda)-weighted; None when
+        lambda is 1), and remember `h` until its target arrives."""
         assert self.hosted is not None and self.cache is not None
         self.cache.put(step, (h, context))
-        return self.hosted.predict(h, context)
+        return self.hosted.math.synthetic_part(self.hosted.predict(h, context))
+
+    def true_part(self, true: torch.Tensor) -> torch.Tensor:
+        """BP(lambda): the true gradient's share of the gradient used."""
+        return self.hosted.math.true_part(true) if self.hosted is not None else true
 
     def on_target(self, step: int, target: torch.Tensor) -> bool:
         """Train the SG model on a late gradient target; False when the step was forgotten."""
@@ -244,19 +298,19 @@ class SenderInterface:
 class ReceiverInterface:
     """The receiver's end of a link: sends gradients back, or answers with a hosted SG model."""
 
-    def __init__(self, link: dict, h_shape: Shape, context_classes: int, lr: float) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float) -> None:
         self.link = link
-        self.mode = link["mode"]
-        self.hosted: _HostedSG | None = None
-        sg = link["sg"]
-        if self.mode in ("dni", "unlocked") and sg["host"] == "receiver":
-            self.hosted = _HostedSG(sg, h_shape, context_classes, lr, int(link.get("dst_tick", 1)))
-        self.needs_context = bool(self.hosted and sg.get("context"))
+        self.mode = link.mode
+        self.hosted: HostedSG | None = None
+        sg = link.sg
+        if self.mode.has_sg_model and not sg.sender_hosted:
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.dst_tick)
+        self.needs_context = bool(self.hosted and sg.context)
 
     @property
     def returns_gradient(self) -> bool:
         """True when this end sends its input gradient back as a gradient target."""
-        return self.mode in ("backprop", "dni", "unlocked") and self.hosted is None
+        return self.mode.carries_gradient and self.hosted is None
 
     def answer(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """The synthetic gradient sent back the moment an activation arrives."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ...protocol.kinds import Kind
 from ...protocol.message import Message
+from .build import build_core
 from .core import BACKWARD, CONTROL, AgentCore
 
 
@@ -79,14 +80,7 @@ class LocalRunner:
 
 
 def run_locally(plan) -> LocalRunner:
-    """Build every agent of a `RunPlan` in this process and run it to the end."""
-    from ..registry import resolve_kind
-
-    cores = {}
-    for name in plan.order:
-        spec = plan.specs[name]
-        agent = resolve_kind(spec["kind"])(name, spec["params"])
-        cores[name] = AgentCore(agent, spec)
-    runner = LocalRunner(cores)
+    """Build every agent of a `RunPlan` (orchestrator/plan.py) in this process and run it to the end."""
+    runner = LocalRunner({name: build_core(plan.agents[name]) for name in plan.order})
     runner.run()
     return runner

@@ -12,6 +12,7 @@ source, and no cycle of full queues can deadlock: gradients always have somewher
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -34,12 +35,26 @@ from ...protocol import (
     recv_message,
     send_message,
 )
-from ..registry import resolve_kind
+from ...protocol.lifecycle import Lifecycle
+from ...protocol.plan import AgentPlan
+from .build import build_core
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 
 HEARTBEAT_S = 1.0
 ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit
 PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("synthgrad.agent")
+
+
+def _log_to_stderr() -> None:
+    """The agent's log lines go to its stderr (its log file), as bare messages: each line
+    already names the agent, and the log files keep the format they always had."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def _isolate(log_path: str | None) -> None:
@@ -50,6 +65,7 @@ def _isolate(log_path: str | None) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+    _log_to_stderr()
     # Ctrl-C reaches the whole process group; the orchestrator alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
@@ -68,14 +84,14 @@ class AgentProcess:
         self.control = connect_dealer(self.zctx, control_endpoint, identity=name)
         self.core: AgentCore | None = None
         self.run_id = ""
-        self.stopping = False
+        self.state = Lifecycle.SPAWNED
         self.pending: dict[zmq.Socket, deque[Message]] = {}
         self.pushes: dict[tuple[str, str], zmq.Socket] = {}
         self.last_heard = time.monotonic()
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_args) -> None:
-        self.stopping = True
+        self.state = self.state.advance(Lifecycle.STOPPING)
 
     # ----------------------------------------------------------------- control plane
     def _send_control(self, kind: Kind, meta: dict | None = None) -> None:
@@ -97,7 +113,7 @@ class AgentProcess:
     def _on_control(self, msg: Message) -> None:
         self.last_heard = time.monotonic()
         if msg.kind == Kind.STOP:
-            self.stopping = True
+            self.state = self.state.advance(Lifecycle.STOPPING)
         elif msg.kind == Kind.CHECKPOINT:
             self._save("checkpoint.pt")
 
@@ -105,19 +121,20 @@ class AgentProcess:
     def register(self, timeout_s: float = 60.0) -> None:
         """HELLO, wait for WELCOME, build the agent, bind and connect, report ready."""
         self._send_control(Kind.HELLO, {"pid": os.getpid()})
+        self.state = self.state.advance(Lifecycle.REGISTERED)
         welcome = self._await(Kind.WELCOME, timeout_s)
         self.run_id = welcome.run
-        spec, self.endpoints = welcome.meta["spec"], welcome.meta["endpoints"]
+        plan, self.endpoints = AgentPlan.from_wire(welcome.meta["spec"]), welcome.meta["endpoints"]
         self.run_dir = Path(welcome.meta["run_dir"])
-        self.hwm = spec["run"]["hwm"]
-        if spec.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {spec["cpu"]})  # `synthgrad run --pin`: follow the placement
-        agent = resolve_kind(spec["kind"])(self.name, spec["params"])
-        self.core = AgentCore(agent, spec)
+        self.hwm = plan.run.hwm
+        if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
+        self.core = build_core(plan)
         own = self.endpoints[self.name]
         self.fwd, _ = bind_pull(self.zctx, own[FORWARD], hwm=self.hwm)
         self.bwd, _ = bind_pull(self.zctx, own[BACKWARD], hwm=0)  # gradients are always drained
-        ready = {"state": "ready", "pid": os.getpid()}
+        self.state = self.state.advance(Lifecycle.READY)
+        ready = {"state": Lifecycle.READY.value, "pid": os.getpid()}
         if self.core.is_source:
             ready["budget"] = self.core.budget
         self._send_control(Kind.HEARTBEAT, ready)
@@ -161,7 +178,7 @@ class AgentProcess:
                 msg = recv_message(sock, timeout_ms=0)
             except ProtocolError as err:
                 self.core.rejected += 1
-                print(f"{self.name}: rejected a malformed message: {err}", file=sys.stderr, flush=True)
+                log.warning("%s: rejected a malformed message: %s", self.name, err)
                 continue
             if msg is None:
                 return
@@ -174,10 +191,11 @@ class AgentProcess:
     def loop(self) -> None:
         """Step until STOP (or the orchestrator vanishes), reporting metrics on a timer."""
         core = self.core
-        every = core.run["metrics_every_s"]
+        every = core.run.metrics_every_s
         next_beat = next_metrics = time.monotonic()
         last_steps, last_time = 0, time.monotonic()
-        while not self.stopping:
+        self.state = self.state.advance(Lifecycle.RUNNING)
+        while self.state is Lifecycle.RUNNING:
             clear = self._flush()
             want_forward = clear and core.ready and not core.finished
             busy = want_forward and core.is_source
@@ -196,7 +214,7 @@ class AgentProcess:
                     msg = recv_message(self.fwd, timeout_ms=0)
                 except ProtocolError as err:
                     core.rejected += 1
-                    print(f"{self.name}: rejected a malformed message: {err}", file=sys.stderr, flush=True)
+                    log.warning("%s: rejected a malformed message: %s", self.name, err)
                     msg = None
                 if msg is not None and msg.run == self.run_id:
                     core.on_forward(msg)
@@ -205,10 +223,10 @@ class AgentProcess:
                     core.rejected += 1
             now = time.monotonic()
             if now >= next_beat:
-                self._send_control(Kind.HEARTBEAT, {"state": "running"})
+                self._send_control(Kind.HEARTBEAT, {"state": Lifecycle.RUNNING.value})
                 next_beat = now + HEARTBEAT_S
                 if now - self.last_heard > ORPHAN_S:
-                    print(f"{self.name}: orchestrator silent for {ORPHAN_S:.0f} s; exiting", file=sys.stderr)
+                    log.warning("%s: orchestrator silent for %.0f s; exiting", self.name, ORPHAN_S)
                     return
             if now >= next_metrics:
                 metrics = core.take_metrics()
@@ -247,11 +265,14 @@ def agent_main(name: str, control_endpoint: str, log_path: str | None = None) ->
         process.register()
         process.loop()
         process.finish()
+        process.state = Lifecycle.STOPPED
     except SystemExit as stop:
         code = int(stop.code or 0)
+        process.state = Lifecycle.STOPPED if code == 0 else Lifecycle.FAILED
     except BaseException:
+        process.state = Lifecycle.FAILED
         text = traceback.format_exc()
-        print(text, file=sys.stderr, flush=True)
+        log.error("%s", text)
         process.report_error(text)
         code = 1
     finally:

@@ -35,13 +35,13 @@ from torch import nn
 
 from ...protocol.kinds import Kind
 from ...protocol.message import Message
+from ...protocol.plan import LinkPlan
 from ..base import Shape
-from .core import BACKWARD, FORWARD
 from .interfaces import Regressor
-from .torchwire import to_array, to_tensor
+from .torchwire import to_tensor
 
-if TYPE_CHECKING:
-    from .core import AgentCore
+if TYPE_CHECKING:  # the stepper builds this schedule; this module never imports it at run time
+    from .stepper import ModuleStepper
 
 DATA_PORT = "data"  # the context port on which an unlocked layer receives the source's x
 
@@ -68,10 +68,9 @@ class SyntheticInputModel(nn.Module):
 class HostedInput(Regressor):
     """A synthetic-input model with its optimiser, regression step and running loss."""
 
-    def __init__(self, link: dict, x_shape: Shape, h_shape: Shape, lr: float) -> None:
-        sg = link["sg"]
-        model = SyntheticInputModel(x_shape, h_shape, list(sg.get("input_hidden", [256])))
-        super().__init__(model, sg.get("lr") or lr)
+    def __init__(self, link: LinkPlan, x_shape: Shape, h_shape: Shape, lr: float) -> None:
+        model = SyntheticInputModel(x_shape, h_shape, list(link.sg.input_hidden))
+        super().__init__(model, link.sg.lr or lr)
         self.link = link
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +88,13 @@ class UnlockedSchedule:
     every port except the unlocked ones, B (and an evaluation step) needs every port.
     """
 
-    def __init__(self, core: AgentCore, lr: float) -> None:
+    def __init__(self, core: ModuleStepper, lr: float) -> None:
         self.core = core
-        data_shape = tuple(core.spec["in_shapes"][DATA_PORT])
+        in_shapes = core.plan.in_shapes
         self.inputs = {
-            port: HostedInput(link, data_shape, tuple(core.spec["in_shapes"][port]), lr)
+            port: HostedInput(link, in_shapes[DATA_PORT], in_shapes[port], lr)
             for port, link in core.in_links.items()
-            if link["mode"] == "unlocked" and not link["context"]
+            if link.mode.has_synthetic_input and not link.context
         }
         self.cursor = 0  # the next step to finish; every agent sees every step id from 0
         self.pending: dict[int, dict[str, tuple[np.ndarray, dict]]] = {}
@@ -105,7 +104,7 @@ class UnlockedSchedule:
     def on_forward(self, msg: Message) -> None:
         """Buffer one input; run every phase that is now due."""
         if msg.step < self.cursor:
-            self.core.rejected += 1
+            self.core.reject()
             return
         self.pending.setdefault(msg.step, {})[msg.port] = (msg.tensors["x"], msg.meta)
         self._advance()
@@ -118,7 +117,7 @@ class UnlockedSchedule:
             if "eval" in meta:
                 if not complete:
                     return
-                core._run_step(self.cursor, self.pending.pop(self.cursor))
+                core.run_step(self.cursor, self.pending.pop(self.cursor))
                 self.cursor += 1
                 continue
             if not self.synthetic_done:
@@ -138,10 +137,10 @@ class UnlockedSchedule:
         data = context[DATA_PORT]
         xs: dict[str, torch.Tensor] = {}
         for port, link in core.in_links.items():
-            if link["context"]:
+            if link.context:
                 continue
             x = self.inputs[port].predict(data) if port in self.inputs else to_tensor(inputs[port][0])
-            if link["mode"] != "none" and not link["from_source"]:
+            if link.mode.carries_gradient and not link.from_source:
                 x.requires_grad_(True)
             xs[port] = x
         self.held = {}
@@ -160,19 +159,18 @@ class UnlockedSchedule:
     def _real_step(self, step: int, inputs: dict) -> None:
         core = self.core
         data = to_tensor(inputs[DATA_PORT][0])
-        xs = {p: to_tensor(inputs[p][0]) for p, link in core.in_links.items() if not link["context"]}
+        xs = {p: to_tensor(inputs[p][0]) for p, link in core.in_links.items() if not link.context}
         for port, hosted in self.inputs.items():
             hosted.learn(data, xs[port])
             link = hosted.link
             grad = self.held.pop(port, None)
-            if grad is not None and core.receivers[link["index"]].returns_gradient:
-                core.send(link["src"], BACKWARD, Kind.GRAD, link["src_port"], step, {"g": to_array(grad)})
+            if grad is not None and core.receivers[link.index].returns_gradient:
+                core.send_upstream(link, Kind.GRAD, step, grad)
         if core.out_links:
             # The real chain: this step's real output, from the parameters A(step) left.
             with torch.no_grad():
                 outputs = core.agent.forward(xs)
-            for link in core.out_links:
-                core.send(link["dst"], FORWARD, Kind.ACT, link["dst_port"], step, {"x": to_array(outputs[link["src_port"]])})
+            core.send_forward(step, outputs)
 
     def take_losses(self) -> dict[str, float]:
         """Mean regression loss per synthetic-input model since the last call."""
@@ -180,7 +178,7 @@ class UnlockedSchedule:
         for hosted in self.inputs.values():
             loss = hosted.take_loss()
             if loss is not None:
-                out[f"si_loss.{hosted.link['src']}->{hosted.link['dst']}"] = loss
+                out[f"si_loss.{hosted.link.label}"] = loss
         return out
 
     def state(self) -> dict:

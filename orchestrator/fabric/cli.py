@@ -92,7 +92,7 @@ def _workload(args, microbatches: int = 1):
     from .modelcost import costs_from_topology
 
     topology = load_topology(args.file, args.set)
-    batch = int(topology.run.get("batch_size", 256))
+    batch = int(topology.run.batch_size)
     micro = max(1, batch // microbatches)
     return costs_from_topology(topology, batch=micro)
 

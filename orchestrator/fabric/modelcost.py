@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...protocol.plan import LinkMode, SGOptions, Shape
 from .costs import ADAM_FLOPS_PER_PARAM, SGD_FLOPS_PER_PARAM, AgentCost, LinkCost, Workload
 
-Shape = tuple[int, ...]
 Builder = Callable[[str, dict, Shape], tuple[nn.Module, Shape]]
 LABEL_PORTS = ("labels", "y")  # ports that carry class labels, not activations
 LABEL_BYTES = 8  # int64 on the wire
@@ -169,23 +169,23 @@ def _source_shapes(kind: str, name: str, params: dict) -> dict[str, Shape] | Non
     return {port: tuple(shape) for port, shape in cls(name, params).output_shapes().items()}
 
 
-def _sg_model(features: int, sg: dict, classes: int) -> nn.Module:
-    """The SG model of a link, as agents/interfaces.py builds it: linear or an MLP."""
-    fan_in = features + (classes if sg.get("context") else 0)
+def _sg_model(features: int, sg: SGOptions, classes: int) -> nn.Module:
+    """The SG model of a link, as agents/runtime/interfaces.py builds it: linear or an MLP."""
+    fan_in = features + (classes if sg.context else 0)
     layers: list[nn.Module] = []
-    if sg.get("model", "linear") != "linear":
-        for width in sg.get("hidden", []) or [features]:
+    if sg.model != "linear":
+        for width in sg.hidden or [features]:
             layers += [nn.Linear(fan_in, width), nn.BatchNorm1d(width), nn.ReLU()]
             fan_in = width
     layers.append(nn.Linear(fan_in, features))
     return nn.Sequential(*layers)
 
 
-def _si_model(data: int, features: int, sg: dict) -> nn.Module:
-    """A synthetic-input model (agents/synthetic_input.py): an MLP from the data x."""
+def _si_model(data: int, features: int, sg: SGOptions) -> nn.Module:
+    """A synthetic-input model (agents/runtime/synthetic_input.py): an MLP from the data x."""
     layers: list[nn.Module] = []
     fan_in = data
-    for width in sg.get("input_hidden", [256]):
+    for width in sg.input_hidden:
         layers += [nn.Linear(fan_in, width), nn.ReLU()]
         fan_in = width
     layers.append(nn.Linear(fan_in, features))
@@ -203,8 +203,8 @@ def costs_from_topology(topology, batch: int | None = None, module_builder: Buil
     builder = module_builder or _default_builder()
     notes: list[str] = []
     shapes_of = source_shapes or _source_shapes
-    batch = int(batch or topology.run.get("batch_size", 256))
-    optimizer = topology.run.get("optimizer", "adam")
+    batch = int(batch or topology.run.batch_size)
+    optimizer = topology.run.optimizer
     per_param = (4 if optimizer == "adam" else 2) * dtype_bytes  # weights, grads, moments
     upd = ADAM_FLOPS_PER_PARAM if optimizer == "adam" else SGD_FLOPS_PER_PARAM
     order = _topological(topology)
@@ -245,20 +245,20 @@ def costs_from_topology(topology, batch: int | None = None, module_builder: Buil
         shape = _port_shape(out_shapes, lk)
         labels = lk.dst_port in LABEL_PORTS or lk.src_port in LABEL_PORTS or shape == ()
         nbytes = batch * (LABEL_BYTES if labels else math.prod(shape) * dtype_bytes)
-        mode = "none" if labels or lk.src in sources else lk.mode
-        cost = LinkCost(lk.src, lk.dst, float(nbytes), mode)
-        if mode in ("dni", "unlocked"):
-            sg = getattr(lk, "sg", None) or lk.options.get("sg", {})
+        mode = LinkMode.NONE if labels or lk.src in sources else lk.mode
+        cost = LinkCost(lk.src, lk.dst, float(nbytes), mode.value)
+        if mode.has_sg_model:
+            sg = lk.sg
             features = math.prod(shape)
-            model = count_flops(_sg_model(features, sg, classes), (features + (classes if sg.get("context") else 0),), batch)
+            model = count_flops(_sg_model(features, sg, classes), (features + (classes if sg.context else 0),), batch)
             cost.sg_flops, cost.sg_bytes = model.forward, per_param * model.params
             cost.sg_train_flops = model.forward + model.backward + upd * model.params
-            if mode == "unlocked":
+            if mode.has_synthetic_input:
                 si = count_flops(_si_model(data_features, features, sg), (data_features,), batch)
                 cost.si_flops, cost.si_bytes = si.forward, per_param * si.params
                 cost.si_train_flops = si.forward + si.backward + upd * si.params
         links.append(cost)
-    return Workload(agents, links, batch, topology.run.get("name", ""), notes)
+    return Workload(agents, links, batch, topology.run.name or "", notes)
 
 
 def _port_shape(out_shapes: dict[str, dict[str, Shape]], link) -> Shape:

@@ -1,8 +1,8 @@
 """Fabric descriptions: the built-in presets, user TOML files, and their validation.
 
 A fabric is described as plain nested tables (the same shape in Python and in TOML) and
-validated into a frozen `FabricSpec`.  Every figure comes from shared/reference/fabric.md;
-the ones marked `assumption` there are marked so here.  Grid coordinates are *physical* NoC
+validated into a frozen `FabricSpec`.  Every figure comes from the public sources docs/fabric.md
+lists; the ones marked `assumption` there are marked so here.  Grid coordinates are *physical* NoC
 coordinates (x = column, y = row): DRAM and Ethernet tiles sit inside the grid and traffic
 crosses them, so hop counts must use these, not the compacted core coordinates.
 

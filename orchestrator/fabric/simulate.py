@@ -13,7 +13,7 @@ a formula: it follows from dependency rules, per micro-step k (mini-batch s has 
   A decoupled agent runs SG forward + backward + update as one op; it never waits.
 * U(s): a locked agent updates once per mini-batch, after its M backwards (GPipe: all M
   forwards then all M backwards; 1F1B: warm-up forwards, then one forward one backward).
-* An agent on an `unlocked` in-link runs as agents/synthetic_input.py does: A(k), a full step
+* An agent on an `unlocked` in-link runs as agents/runtime/synthetic_input.py does: A(k), a full step
   on the input its synthetic-input (SI) model predicts, needs nothing; then R(k), the real
   step, needs the real input, regresses the SI model on it and forwards it for real, so only
   that forward lies on the chain's path.  A(k+1) follows R(k).
@@ -239,7 +239,7 @@ class _Simulator:
             return []
         if not ag.learns:
             return [("F", k) for k in ks]
-        if ag.unlocked:  # as agents/synthetic_input.py: A(k) then R(k), strictly in order
+        if ag.unlocked:  # as agents/runtime/synthetic_input.py: A(k) then R(k), strictly in order
             return [op for k in ks for op in (("A", k), ("R", k))]
         if not ag.locked:
             return [op for k in ks for op in (("F", k), ("B", k))]

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.build import build_core
 from synthgrad.agents.runtime.local import run_locally
-from synthgrad.agents.registry import resolve_kind
 from synthgrad.agents.runtime.synthetic_input import DATA_PORT
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
@@ -38,10 +37,10 @@ def unlocked_plan(*overrides: str):
 def test_unlocked_layers_get_the_data_and_the_first_layer_does_not():
     plan = unlocked_plan()
     for name in ("l2", "l3", "head"):
-        ports = {link["dst_port"]: link for link in plan.specs[name]["in_links"]}
-        assert ports[DATA_PORT]["src"] == "source" and ports[DATA_PORT]["context"]
-        assert plan.specs[name]["in_shapes"][DATA_PORT] == [64]
-    assert DATA_PORT not in plan.specs["l1"]["in_shapes"]  # its input is the data itself
+        ports = {link.dst_port: link for link in plan.agents[name].in_links}
+        assert ports[DATA_PORT].src == "source" and ports[DATA_PORT].context
+        assert plan.agents[name].in_shapes[DATA_PORT] == (64,)
+    assert DATA_PORT not in plan.agents["l1"].in_shapes  # its input is the data itself
 
 
 def test_unlocked_learns_well_above_chance():
@@ -70,8 +69,7 @@ def test_unlocked_runs_are_reproducible_with_evaluations_between_steps():
 def _feed(order: str, steps: int = 4):
     """One unlocked layer (l2) fed the same messages in a different arrival order."""
     torch.set_num_threads(1)
-    spec = unlocked_plan(f"run.steps={steps}").specs["l2"]
-    core = AgentCore(resolve_kind("dense")("l2", spec["params"]), spec)
+    core = build_core(unlocked_plan(f"run.steps={steps}").agents["l2"])
     rng = np.random.default_rng(0)
     msgs = {
         s: {
@@ -107,8 +105,7 @@ def test_an_unlocked_layer_does_not_depend_on_arrival_order():
 
 
 def test_an_unlocked_layer_waits_for_the_previous_real_input_only():
-    spec = unlocked_plan("run.steps=4").specs["l2"]
-    core = AgentCore(resolve_kind("dense")("l2", spec["params"]), spec)
+    core = build_core(unlocked_plan("run.steps=4").agents["l2"])
     x = np.zeros((8, 64), np.float32)
     for step in (0, 1):
         for port in (DATA_PORT, "labels"):

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.build import build_core
 from synthgrad.agents.runtime.interfaces import (
     ConvSyntheticGradientModel,
     SyntheticGradientModel,
     build_sg_model,
 )
 from synthgrad.agents.runtime.local import run_locally
-from synthgrad.agents.registry import resolve_kind
-from synthgrad.orchestrator.config import SG_DEFAULTS, ConfigError, load_topology
+from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
+from synthgrad.protocol.plan import SGOptions
 
 from ..conftest import EXAMPLES
 
@@ -99,14 +99,14 @@ def test_p_update_one_is_exactly_plain():
 def test_p_update_zero_never_updates_the_layer():
     runner = run("mnist_dni.toml", "agents.l2.p_update=0")
     plan = plan_run(load_topology(EXAMPLES / "mnist_dni.toml", [*DIGITS, *SMALL, "run.steps=30"]))
-    fresh = AgentCore(resolve_kind("dense")("l2", plan.specs["l2"]["params"]), plan.specs["l2"])
+    fresh = build_core(plan.agents["l2"])
     initial = dict(fresh.agent.module.named_parameters())
     for key, value in params(runner, "l2").items():
         assert torch.equal(value, initial[key]), key
     assert runner.cores["l2"].updates == 0 and runner.cores["l2"].steps == 30
     assert runner.cores["l1"].updates == 30
     assert not torch.equal(params(runner, "l1")["1.weight"], dict(
-        AgentCore(resolve_kind("dense")("l1", plan.specs["l1"]["params"]), plan.specs["l1"]).agent.module.named_parameters()
+        build_core(plan.agents["l1"]).agent.module.named_parameters()
     )["1.weight"])
 
 
@@ -124,14 +124,14 @@ def test_p_update_between_updates_about_that_often_reproducibly():
 
 def test_the_agent_parameter_overrides_the_link_option():
     plan = plan_run(load_topology(EXAMPLES / "mnist_dni.toml", ["link_defaults.p_update=0.5", "agents.l2.p_update=0.25"]))
-    assert plan.specs["l1"]["p_update"] == 0.5 and plan.specs["l2"]["p_update"] == 0.25
-    assert plan_run(load_topology(EXAMPLES / "mnist_dni.toml")).specs["l1"]["p_update"] is None
+    assert plan.agents["l1"].p_update == 0.5 and plan.agents["l2"].p_update == 0.25
+    assert plan_run(load_topology(EXAMPLES / "mnist_dni.toml")).agents["l1"].p_update is None
 
 
 # ----------------------------------------------------------------- conv SG model
 @pytest.mark.parametrize("context", [False, True])
 def test_the_conv_sg_model_predicts_zero_at_init(context):
-    sg = {**SG_DEFAULTS, "model": "conv", "hidden": [8], "context": context}
+    sg = SGOptions(model="conv", hidden=(8,), context=context)
     model = build_sg_model(sg, (4, 6, 6), 10)
     assert isinstance(model, ConvSyntheticGradientModel)
     h = torch.randn(3, 4, 6, 6)
@@ -150,7 +150,7 @@ def test_the_conv_sg_model_sees_the_label_as_planes():
 
 
 def test_a_conv_sg_on_a_flat_activation_is_linear():
-    assert isinstance(build_sg_model({**SG_DEFAULTS, "model": "conv"}, (32,), 10), SyntheticGradientModel)
+    assert isinstance(build_sg_model(SGOptions(model="conv"), (32,), 10), SyntheticGradientModel)
 
 
 def test_conv_cdni_learns():

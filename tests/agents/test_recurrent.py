@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from synthgrad.agents import check_agent
-from synthgrad.agents.runtime.local import run_locally
 from synthgrad.agents.kinds.recurrent import RNN
 from synthgrad.agents.kinds.sequence_source import CopyTaskSource, TextSource
+from synthgrad.agents.runtime.local import run_locally
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import plan_run
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthgrad.agents.runtime.core import AgentCore
+from synthgrad.agents.runtime.build import build_core
 from synthgrad.agents.runtime.local import LocalRunner
-from synthgrad.agents.registry import resolve_kind
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
 from synthgrad.protocol.kinds import Kind
@@ -45,7 +44,7 @@ class Recorder(LocalRunner):
 
 def run(mode: str, *overrides: str) -> Recorder:
     plan = plan_run(load_topology(TOPOLOGY, [*SMALL, f"run.steps={STEPS}", "run.eval_every=32", f"links.1.mode={mode}", *overrides]))
-    cores = {n: AgentCore(resolve_kind(plan.specs[n]["kind"])(n, plan.specs[n]["params"]), plan.specs[n]) for n in plan.order}
+    cores = {n: build_core(plan.agents[n]) for n in plan.order}
     runner = Recorder(cores)
     runner.run()
     return runner
@@ -108,8 +107,7 @@ def test_locked_run_ahead_matches_one_backward_over_the_block():
     assert fast.updates == 1
     grads = {m.step: torch.from_numpy(m.tensors["g"]) for s, _, m in runner.sent if s == "slow" and m.kind == Kind.GRAD}
     plan = plan_run(load_topology(TOPOLOGY, [*SMALL, "run.steps=16", "run.eval_every=0", "links.1.mode=backprop"]))
-    spec = plan.specs["fast"]
-    twin = AgentCore(resolve_kind("fast_counter")("fast", spec["params"]), spec)
+    twin = build_core(plan.agents["fast"])
     xs = [(m.step, m.tensors["x"]) for s, d, m in runner.sent if d == "fast" and m.port == "x" and "eval" not in m.meta]
     odd = {m.step: m.tensors["x"] for s, d, m in runner.sent if d == "fast" and m.port == "odd" and "eval" not in m.meta}
     total = 0.0

@@ -14,7 +14,7 @@ def test_example_loads_with_links_and_defaults():
     topo = load_topology(MNIST_DNI)
     assert set(topo.agents) == {"source", "l1", "l2", "l3", "head"}
     assert [link.mode for link in topo.links[:4]] == ["dni"] * 4
-    assert topo.run["steps"] == 2000 and topo.run["batch_size"] == 256
+    assert topo.run.steps == 2000 and topo.run.batch_size == 256
 
 
 def test_overrides_reach_run_agents_and_links():
@@ -22,7 +22,7 @@ def test_overrides_reach_run_agents_and_links():
         MNIST_DNI,
         ["run.steps=7", "run.seed=3", "agents.l1.width=32", "links.1.mode=backprop", 'agents.source.dataset="digits"'],
     )
-    assert topo.run["steps"] == 7 and topo.run["seed"] == 3
+    assert topo.run.steps == 7 and topo.run.seed == 3
     assert topo.agents["l1"].params["width"] == 32
     assert topo.links[1].mode == "backprop" and topo.links[0].mode == "dni"
     assert topo.agents["source"].params["dataset"] == "digits"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import agent_seed, plan_run
+from synthgrad.protocol.plan import LinkMode
 
 from ..conftest import EXAMPLES
 
@@ -15,36 +16,36 @@ def plan(name: str, *overrides: str):
 
 def test_shapes_flow_from_the_source_through_the_layers():
     p = plan("mnist_dni.toml", "agents.l2.width=64")
-    assert p.specs["l1"]["in_shapes"] == {"in": [784]}
-    assert p.specs["l3"]["in_shapes"] == {"in": [64]}
-    assert p.specs["head"]["out_shapes"] == {"logits": [10]}
+    assert p.agents["l1"].in_shapes == {"in": (784,)}
+    assert p.agents["l3"].in_shapes == {"in": (64,)}
+    assert p.agents["head"].out_shapes == {"logits": (10,)}
     assert p.order[0] == "source" and p.terminals == ["head"]
 
 
 def test_cdni_sends_labels_to_every_sg_host():
     p = plan("mnist_cdni.toml")
     for name in ("l1", "l2", "l3"):
-        ctx = [link for link in p.specs[name]["in_links"] if link["context"]]
-        assert [(c["src"], c["src_port"], c["dst_port"]) for c in ctx] == [("source", "y", "labels")]
+        ctx = [link for link in p.agents[name].in_links if link.context]
+        assert [(c.src, c.src_port, c.dst_port) for c in ctx] == [("source", "y", "labels")]
 
 
 def test_plain_dni_sends_labels_only_to_the_head():
     p = plan("mnist_dni.toml")
-    assert not [link for link in p.specs["l1"]["in_links"] if link["context"]]
+    assert not [link for link in p.agents["l1"].in_links if link.context]
 
 
 def test_links_out_of_the_source_and_context_links_carry_no_gradient():
     p = plan("mnist_dni.toml")
-    assert all(link["mode"] == "none" for link in p.specs["source"]["out_links"])
-    assert p.specs["l1"]["out_links"][0]["mode"] == "dni"
+    assert all(link.mode is LinkMode.NONE for link in p.agents["source"].out_links)
+    assert p.agents["l1"].out_links[0].mode is LinkMode.DNI
 
 
 def test_agents_get_distinct_reproducible_seeds():
     a, b = plan("mnist_dni.toml"), plan("mnist_dni.toml")
-    seeds = [a.specs[n]["seed"] for n in a.order]
+    seeds = [a.agents[n].seed for n in a.order]
     assert len(set(seeds)) == len(seeds)
-    assert seeds == [b.specs[n]["seed"] for n in b.order]
-    assert a.specs["l1"]["seed"] == agent_seed(0, "l1") != agent_seed(1, "l1")
+    assert seeds == [b.agents[n].seed for n in b.order]
+    assert a.agents["l1"].seed == agent_seed(0, "l1") != agent_seed(1, "l1")
 
 
 @pytest.mark.parametrize(

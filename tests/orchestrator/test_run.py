@@ -33,12 +33,12 @@ def reference_backprop(topology_file: Path, overrides: list[str], steps: int) ->
     for name, spec in topo.agents.items():
         if spec.kind == "source":
             continue
-        torch.manual_seed(agent_seed(run["seed"], name))
+        torch.manual_seed(agent_seed(run.seed, name))
         module, shape = build_module(spec.kind, spec.params, shape)
         names.append(name)
         modules.append(module.train())
-        optimizers.append(torch.optim.Adam(module.parameters(), lr=run["lr"]))
-    stream = BatchStream(load_dataset("mnist", "train"), run["batch_size"], run["seed"])
+        optimizers.append(torch.optim.Adam(module.parameters(), lr=run.lr))
+    stream = BatchStream(load_dataset("mnist", "train"), run.batch_size, run.seed)
     for _ in range(steps):
         images, labels = stream.next_batch()
         h = torch.from_numpy(images.reshape(len(images), -1))
@@ -78,7 +78,7 @@ def test_dni_and_cdni_across_processes_learn(cli, example):
     summary = last_json(proc.stdout)
     assert summary["metrics"]["test_accuracy"] >= LEARNS_THRESHOLD
     run_dir = Path(summary["run_dir"])
-    # The run directory holds what DESIGN.md promises, and metrics name their agents.
+    # The run directory holds what docs/ARCHITECTURE.md promises, and metrics name their agents.
     for name in ("config.json", "summary.json", "topology.toml", "metrics.jsonl", "agents.json"):
         assert (run_dir / name).exists(), name
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from synthgrad.protocol.plan import AgentPlan
 
 from ..conftest import EXAMPLES, last_json
 
@@ -28,7 +29,7 @@ def test_run_records_the_placement_and_pins_agents_to_host_cpus(cli):
     assert set(record["cpus"]) == agents
     assert set(record["cpus"].values()) <= os.sched_getaffinity(0)
     config = json.loads((run_dir / "config.json").read_text())
-    assert {n: s["cpu"] for n, s in config["specs"].items()} == record["cpus"]
+    assert {n: AgentPlan.from_wire(s).cpu for n, s in config["specs"].items()} == record["cpus"]
 
 
 def test_an_unknown_fabric_preset_exits_2_listing_the_known_ones(cli):

@@ -30,7 +30,7 @@ def test_locked_pipeline_matches_the_gpipe_closed_form(chain, schedule, M):
 
 
 # Slowest stage per step, in forward times of a normal stage: DNI F + B = 2 + 4; unlocked adds
-# the real forward after the synthetic step (agents/synthetic_input.py): 2 + 4 + 2.
+# the real forward after the synthetic step (agents/runtime/synthetic_input.py): 2 + 4 + 2.
 @pytest.mark.parametrize(("mode", "period"), [("dni", 6), ("unlocked", 8)])
 @pytest.mark.parametrize("M", [1, 8])
 def test_decoupled_steady_state_is_set_by_the_slowest_stage(chain, mode, period, M):

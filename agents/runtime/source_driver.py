@@ -1,0 +1,58 @@
+"""The source's job: emit every training batch of the budget and, at each evaluation, the
+whole evaluation set, to every link out of each port (core.py has the shared base)."""
+
+from __future__ import annotations
+
+from ...protocol.kinds import Kind
+from ...protocol.plan import AgentPlan
+from ..base import Source
+from .core import FORWARD, AgentCore
+
+
+class SourceDriver(AgentCore):
+    """Drives a `Source`: `produce()` emits the next batch until the budget is spent.
+
+    Step ids count every batch sent, evaluation batches included, so that each message of a
+    run has its own step.  An evaluation batch carries ``meta = {"eval": round, "last": bool,
+    "final": bool, "train_steps": n}``; the terminal agents report once the last one passed.
+    """
+
+    is_source = True
+
+    def __init__(self, source: Source, plan: AgentPlan) -> None:
+        super().__init__(source, plan)
+        batch = self.run.batch_size
+        source.open(batch, self.run.seed)
+        self.budget = self.run.steps or self.run.epochs * source.steps_per_epoch(batch)
+        self._schedule = self._batches()
+        self._next_step = 0
+
+    def _batches(self):
+        every = self.run.eval_every
+        rounds = 0
+        for done in range(1, self.budget + 1):
+            yield "train", {}
+            final = done == self.budget
+            if final or (every and done % every == 0):
+                batches = list(self.agent.eval_batches(self.run.eval_batch_size))
+                for i, _ in enumerate(batches):
+                    meta = {"eval": rounds, "last": i == len(batches) - 1, "final": final, "train_steps": done}
+                    yield batches[i], meta
+                rounds += 1
+
+    def produce(self) -> bool:
+        """Emit the next batch; False once the budget (and final evaluation) is done."""
+        item = next(self._schedule, None)
+        if item is None:
+            self.finished = True
+            return False
+        batch, meta = item
+        if batch == "train":
+            batch = self.agent.train_batch()
+            self.steps += 1
+        step = self._next_step
+        self._next_step += 1
+        for link in self.out_links:
+            kind = Kind.CTX if link.context else Kind.ACT
+            self.send(link.dst, FORWARD, kind, link.dst_port, step, {"x": batch[link.src_port]}, meta)
+        return True

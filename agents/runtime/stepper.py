@@ -1,0 +1,340 @@
+"""The module agent's job: `ModuleStepper`, one agent's step logic (core.py has the base).
+
+A training step of a module agent (docs/ARCHITECTURE.md, "One training step"): join the step's inputs, forward,
+send the outputs downstream at once (the next agent starts while this one finishes), then
+take gradients for the outputs: a synthetic gradient from the link's SG model (`dni`), or
+park the step until the true gradient arrives (`backprop`, or an SG hosted by the receiver).
+With every output's gradient in hand: backward, optimiser step, and the input gradient goes
+upstream as that link's gradient target.
+
+Ticks (`tick_every = T`, docs/ARCHITECTURE.md "Ticks and the two-timescale system"): step
+numbers are the source's clock.  An agent with tick T acts once per block of T steps, when
+the block's last step ``kT + T - 1`` is complete, and its messages carry that step.  A port
+fed by a sender of tick U (U divides T) takes T / U messages per block; more than one are
+stacked along a new dimension 1 in step order.  The input gradient of a stacked port is
+split back along that dimension and each slice goes upstream under the step of the message
+it belongs to, so the sender's caches and parked steps match it exactly.  A sender whose
+out-link waits for true gradients from a slower receiver may run ahead by as many of its
+own ticks as the receiver's block holds, and then updates once for all of them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...protocol.kinds import Kind
+from ...protocol.message import Message
+from ...protocol.plan import AgentPlan, LinkPlan
+from ..base import Agent
+from .core import BACKWARD, FORWARD, AgentCore, evaluation_summary, make_optimizer
+from .interfaces import ReceiverInterface, SenderInterface
+from .synthetic_input import UnlockedSchedule
+from .torchwire import to_array, to_tensor
+
+
+@dataclass
+class _Parked:
+    """A training step waiting for the true gradient of one or more outputs."""
+
+    inputs: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+    context: dict[str, torch.Tensor]
+    loss: torch.Tensor | None
+    grads: dict[str, torch.Tensor]
+    waiting: set[int]
+
+
+class ModuleStepper(AgentCore):
+    """Runs a module agent from its `AgentPlan`; see the module docstring.
+
+    The public methods below are also what complete unlock's schedule
+    (synthetic_input.py) drives: `run_step`, `train_step`, `context_of`, `send_forward`,
+    `send_upstream`, and the attributes `in_links`, `required`, `receivers`.
+    """
+
+    def __init__(self, agent: Agent, plan: AgentPlan) -> None:
+        super().__init__(agent, plan)
+        torch.manual_seed(plan.seed)
+        self._rng = random.Random(plan.seed)
+        self.in_links: dict[str, LinkPlan] = {link.dst_port: link for link in plan.in_links}
+        self.tick = plan.tick_every
+        # Messages per block on each input port: this agent's tick over its sender's.
+        self.per_block = {port: link.messages_per_block for port, link in self.in_links.items()}
+        self._out_by_key = {(link.dst, link.src_port): link for link in self.out_links}
+        module, out_shapes = agent.build(dict(plan.in_shapes))
+        agent.module = module
+        module.train()
+        lr = agent.params.get("lr")
+        self.optimizer = make_optimizer(module.parameters(), self.run, lr)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        classes = plan.num_classes
+        rate = lr or self.run.lr
+        self.senders = {
+            link.index: SenderInterface(link, tuple(out_shapes[link.src_port]), classes, rate)
+            for link in self.out_links
+            if not link.context
+        }
+        self.receivers = {
+            link.index: ReceiverInterface(link, plan.in_shapes[link.dst_port], classes, rate)
+            for link in self.in_links.values()
+            if not link.context
+        }
+        #: the ports a step needs before it runs (data and context)
+        self.required = frozenset(self.in_links)
+        self.pending: dict[int, dict[str, dict[int, tuple[np.ndarray, dict]]]] = {}
+        self.in_steps: dict[int, dict[str, list[int]]] = {}  # block step -> each port's message steps
+        self.parked: dict[int, _Parked] = {}
+        # A sender waiting for true gradients from a slower receiver runs ahead until the
+        # receiver's block is complete (its gradient comes only then).
+        self.park_limit = max([link.dst_tick // self.tick for link in self.out_links if not link.context] + [1])
+        self.eval_sums: dict[str, float] = {}
+        # Sparse updates: plan.py resolves `p_update` (agent parameter or link option).
+        self.p_update = 1.0 if plan.p_update is None else float(plan.p_update)
+        self.updates = 0  # optimiser steps taken (fewer than `steps` when p_update < 1)
+        self.unlocked = None
+        if any(link.mode.has_synthetic_input and not link.context for link in self.in_links.values()):
+            self.unlocked = UnlockedSchedule(self, rate)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the agent may take its next forward input (False while a step is locked)."""
+        return len(self.parked) < self.park_limit
+
+    # ----------------------------------------------------------------- forward
+    def on_forward(self, msg: Message) -> None:
+        """An activation or context for one of this agent's input ports."""
+        if msg.port not in self.required or "x" not in msg.tensors:
+            self.reject()
+            return
+        if self.unlocked is not None:
+            self.unlocked.on_forward(msg)
+            return
+        block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
+        ports = self.pending.setdefault(block, {})
+        ports.setdefault(msg.port, {})[msg.step] = (msg.tensors["x"], msg.meta)
+        if len(ports) == len(self.required) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
+            del self.pending[block]
+            self.run_step(block, self._join(block, ports))
+
+    def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
+        """One (array, meta) per port: a lone message as is, several stacked on dim 1 by step."""
+        joined, steps = {}, {}
+        for port, by_step in ports.items():
+            order = sorted(by_step)
+            steps[port] = order
+            if len(order) == 1:
+                joined[port] = by_step[order[0]]
+            else:
+                joined[port] = (np.stack([by_step[s][0] for s in order], 1), by_step[order[-1]][1])
+        self.in_steps[block] = steps
+        return joined
+
+    def context_of(self, inputs: dict[str, tuple[np.ndarray, dict]]) -> dict[str, torch.Tensor]:
+        """The context tensors (labels, data) among a step's joined inputs."""
+        return {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p].context}
+
+    def run_step(self, step: int, inputs: dict[str, tuple[np.ndarray, dict]]) -> None:
+        """Run the step (training or, by its meta, evaluation) whose inputs are all here."""
+        meta = next(iter(inputs.values()))[1]
+        context = self.context_of(inputs)
+        if "eval" in meta:
+            self._eval_step(step, inputs, context, meta)
+            return
+        xs: dict[str, torch.Tensor] = {}
+        for port, link in self.in_links.items():
+            if link.context:
+                continue
+            x = to_tensor(inputs[port][0])
+            if link.mode.carries_gradient and not link.from_source:
+                x.requires_grad_(True)
+            xs[port] = x
+        self.train_step(step, xs, context)
+
+    def train_step(self, step, xs, context, synthetic=frozenset(), held=None) -> None:
+        """Forward, gradients for the outputs, update (or park until true gradients arrive).
+
+        `synthetic` names input ports fed by a synthetic-input model (mode `unlocked`): the
+        outputs are then not sent (the real forward sends them later) and those inputs'
+        gradients go into `held` instead of upstream.
+        """
+        labels = context.get("labels")
+        for receiver in self.receivers.values():
+            if receiver.hosted is not None:
+                link = receiver.link
+                grad = receiver.answer(xs[link.dst_port].detach(), labels)
+                self.send_upstream(link, Kind.SYNTH_GRAD, step, grad)
+        outputs = self.agent.forward(xs)
+        if not synthetic:
+            self.send_forward(step, outputs)
+        loss = None
+        if self.agent.terminal:
+            loss, batch_metrics = self.agent.loss(outputs, context)
+            self.running.add("loss", loss.item())
+            for key, value in batch_metrics.items():
+                self.running.add(f"train_{key}", value)
+        grads: dict[str, torch.Tensor] = {}
+        waiting: set[int] = set()
+        for index, sender in self.senders.items():
+            port = sender.link.src_port
+            g = None
+            if sender.hosted is not None:
+                # BP(lambda): the synthetic part now, weighted; the true part when it comes.
+                g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+            if sender.waits:
+                waiting.add(index)
+            if g is not None:
+                grads[port] = grads[port] + g if port in grads else g
+        if waiting:
+            self.parked[step] = _Parked(xs, outputs, context, loss, grads, waiting)
+        else:
+            self._update(step, xs, outputs, context, loss, grads, synthetic, held)
+
+    def send_forward(self, step: int, outputs: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+        """Send each output port's tensor down every link out of that port."""
+        for link in self.out_links:
+            self.send(link.dst, FORWARD, Kind.ACT, link.dst_port, step, {"x": to_array(outputs[link.src_port])}, meta)
+
+    def send_upstream(self, link: LinkPlan, kind: Kind, step: int, grad: torch.Tensor) -> None:
+        """Send an input gradient back (GRAD, a gradient target, or SYNTH_GRAD); a stacked
+        input's goes back slice by slice, each under the step of the message it belongs to."""
+        steps = self.in_steps.get(step, {}).get(link.dst_port, [step])
+        if len(steps) == 1:
+            self.send(link.src, BACKWARD, kind, link.src_port, steps[0], {"g": to_array(grad)})
+        else:
+            for i, s in enumerate(steps):
+                self.send(link.src, BACKWARD, kind, link.src_port, s, {"g": to_array(grad[:, i])})
+
+    def _decay_lr(self, step: int) -> None:
+        """`run.lr_decay_at`: the agent's own rate times `lr_decay` per milestone passed.
+        SG and synthetic-input models keep their rate, so they go on tracking their targets."""
+        passed = sum(1 for milestone in self.run.lr_decay_at if step >= milestone)
+        if passed:
+            factor = self.run.lr_decay ** passed
+            for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base * factor
+
+    def _update(self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None) -> None:
+        self._apply([(step, xs, outputs, context, loss, grads)], synthetic, held)
+
+    def _apply(self, items, synthetic=frozenset(), held=None) -> None:
+        """One backward and at most one optimiser step for one or more steps' graphs, then
+        each step's input gradients upstream (several only when a sender ran ahead)."""
+        roots, root_grads = [], []
+        for _, _, outputs, _, loss, grads in items:
+            if loss is not None:
+                roots.append(loss)
+                root_grads.append(torch.ones_like(loss))
+            for port, g in grads.items():
+                if outputs[port].requires_grad:
+                    roots.append(outputs[port])
+                    root_grads.append(g.to(outputs[port].dtype))
+        if roots:
+            torch.autograd.backward(roots, root_grads)
+            # Sparse updates (paper): after its forward, a layer updates only with probability p.
+            # The draw comes from the agent's own seeded generator: reproducible, and
+            # independent of every other agent's draws.
+            if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
+                self._decay_lr(max(item[0] for item in items))
+                self.optimizer.step()
+                self.updates += 1
+            self.optimizer.zero_grad(set_to_none=True)
+        for step, xs, _, context, _, _ in items:
+            labels = context.get("labels")
+            for port, x in xs.items():
+                link = self.in_links[port]
+                receiver = self.receivers[link.index]
+                grad = x.grad if x.grad is not None else torch.zeros_like(x)
+                if port in synthetic:
+                    held[port] = grad
+                elif receiver.returns_gradient and not link.from_source:
+                    self.send_upstream(link, Kind.GRAD, step, grad)
+                elif receiver.hosted is not None:
+                    receiver.hosted.learn(x.detach(), labels, grad)
+            self.in_steps.pop(step, None)
+            self.steps += 1
+
+    def _eval_step(self, step, inputs, context, meta) -> None:
+        xs = {p: to_tensor(inputs[p][0]) for p, link in self.in_links.items() if not link.context}
+        module = self.agent.module
+        module.eval()
+        with torch.no_grad():
+            outputs = self.agent.forward(xs)
+            if self.agent.terminal:
+                for key, value in self.agent.evaluate(outputs, context).items():
+                    self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
+        module.train()
+        self.in_steps.pop(step, None)
+        self.send_forward(step, outputs, meta)
+        if self.agent.terminal and meta.get("last"):
+            summary = evaluation_summary(self.eval_sums)
+            self.eval_sums = {}
+            self.report(Kind.METRICS, {"eval": meta["eval"], "final": meta["final"], "train_steps": meta["train_steps"], **summary})
+            if meta["final"]:
+                self.finished = True
+
+    # ----------------------------------------------------------------- backward
+    def on_backward(self, msg: Message) -> None:
+        """A gradient target (GRAD) or a receiver's synthetic gradient (SYNTH_GRAD)."""
+        link = self._out_by_key.get((msg.src, msg.port))
+        if link is None or "g" not in msg.tensors or link.index not in self.senders:
+            self.reject()
+            return
+        sender = self.senders[link.index]
+        g = to_tensor(msg.tensors["g"])
+        if msg.kind == Kind.GRAD and sender.hosted is not None:
+            trained = sender.on_target(msg.step, g)
+            if not sender.waits:
+                if not trained:
+                    self.reject()
+                return
+            # BP(lambda): the same target is the true part of the gradient used (the parked
+            # step goes on even if the SG cache had forgotten the step).
+            g = sender.true_part(g)
+        parked = self.parked.get(msg.step)
+        if parked is None or link.index not in parked.waiting:
+            self.reject()
+            return
+        port = link.src_port
+        parked.grads[port] = parked.grads[port] + g if port in parked.grads else g
+        parked.waiting.discard(link.index)
+        # Parked steps share the parameters their graphs were built with, so they are released
+        # together, in step order, with one update (one step when no sender runs ahead).
+        if all(not p.waiting for p in self.parked.values()):
+            items = [(s, p.inputs, p.outputs, p.context, p.loss, p.grads) for s, p in sorted(self.parked.items())]
+            self.parked.clear()
+            self._apply(items)
+
+    # ----------------------------------------------------------------- reporting
+    def take_metrics(self) -> dict[str, float]:
+        """Means since the last call (task loss, SG loss per link) and counters."""
+        out = super().take_metrics()
+        out["updates"] = self.updates
+        if self.unlocked is not None:
+            out.update(self.unlocked.take_losses())
+        for iface in (*self.senders.values(), *self.receivers.values()):
+            if iface.hosted is not None:
+                loss = iface.hosted.take_loss()
+                if loss is not None:
+                    out[f"sg_loss.{iface.link.label}"] = loss
+        return out
+
+    def state_dict(self) -> dict:
+        """The agent's module and optimiser state, and its SG models, for checkpoints."""
+        sgs = {
+            str(i): iface.hosted.state()
+            for i, iface in (*self.senders.items(), *self.receivers.items())
+            if iface.hosted is not None
+        }
+        state = {
+            "module": self.agent.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sg": sgs,
+            "steps": self.steps,
+        }
+        if self.unlocked is not None:
+            state["synthetic_inputs"] = self.unlocked.state()
+        return state
