@@ -1,22 +1,25 @@
 """Topologies of the feed-forward paper benchmark, written as TOML for `synthgrad run`.
 
 One function per network family (the paper's FCN, its CNN) and one table of link settings per
-method.  The settings are the ones paper.md and our own runs found to work for each method; a
-method is not tuned against another's budget:
+method.  The settings are the ones the paper and our own runs (docs/results.md) found to
+work for each method; a method is not tuned against another's budget:
 
   none      no gradient crosses any link: only the classifier learns (lr 3e-4)
-  backprop  locked backprop across processes (lr 3e-4, paper.md's reference)
+  backprop  locked backprop across processes (lr 3e-4, as in our single-process reference runs)
   dni       synthetic gradients without the label: a linear SG model at the *pre-activation*
             boundary (each layer ends at its batch norm, the ReLU opens the next module);
             lr 3e-4.  At the post-ReLU boundary the same SG gave 91.4% (docs/results.md).
   cdni      a linear SG model on [h, one-hot label] at the usual post-ReLU boundary; lr 1e-3
-            (paper.md's reference: the best SG for cDNI is linear)
+            (the paper: the best SG for cDNI is linear)
   unlocked  cDNI plus a synthetic-input model per layer (x -> 256 -> input), lr 1e-3
 
-A topology is a plain string so that each arm's run directory keeps the exact file it ran.
+A topology is built with synthgrad.orchestrator.builder and returned as TOML text, so that each
+arm's run directory keeps the exact file it ran.
 """
 
 from __future__ import annotations
+
+from synthgrad.orchestrator.builder import agent, link, to_toml, topology
 
 METHODS: dict[str, dict] = {
     "none": {"mode": "none", "lr": 3e-4, "pre_activation": False, "context": False},
@@ -34,20 +37,23 @@ LABELS = {
 }
 
 
-def _run_table(name: str, steps: int, eval_every: int, lr: float, seed: int, batch: int) -> str:
-    return (
-        f'[run]\nname = "{name}"\nsteps = {steps}\nbatch_size = {batch}\n'
-        f"eval_every = {eval_every}\neval_batch_size = 2000\nseed = {seed}\nlr = {lr}\n"
+def _run_table(name: str, steps: int, eval_every: int, lr: float, seed: int, batch: int) -> dict:
+    return {
+        "name": name,
+        "steps": steps,
+        "batch_size": batch,
+        "eval_every": eval_every,
+        "eval_batch_size": 2000,
+        "seed": seed,
+        "lr": lr,
         # The benchmark reads progress from metrics.jsonl; reports every 0.25 s are cheap.
-        "metrics_every_s = 0.25\n\n"
-    )
+        "metrics_every_s": 0.25,
+    }
 
 
-def _link(src: str, dst: str, mode: str, context: bool, model: str, extra: str = "") -> str:
-    text = f'[[links]]\nfrom = "{src}"\nto = "{dst}"\nmode = "{mode}"\n'
-    if mode in ("dni", "unlocked"):
-        text += f'sg = {{ model = "{model}", context = {str(context).lower()} }}\n'
-    return text + extra + "\n"
+def _link(src: str, dst: str, mode: str, context: bool, model: str, **extra) -> dict:
+    sg = {"model": model, "context": context} if mode in ("dni", "unlocked") else None
+    return link(src, dst, mode, sg, **extra)
 
 
 def fcn(
@@ -78,26 +84,23 @@ def fcn(
     lead = next((m for m in methods if m in ("dni", "cdni", "unlocked")), methods[0])
     setting = METHODS[lead]
     hidden = [f"l{i}" for i in range(1, layers)]
-    text = _run_table(name, steps, eval_every, lr if lr is not None else setting["lr"], seed, batch)
-    text += f'[agents.source]\nkind = "source"\ndataset = "{dataset}"\n\n'
+    run = _run_table(name, steps, eval_every, lr if lr is not None else setting["lr"], seed, batch)
+    agents = {"source": agent("source", dataset=dataset)}
     pre = setting["pre_activation"]
-    for i, agent in enumerate(hidden):
-        text += f'[agents.{agent}]\nkind = "dense"\nwidth = {width}\n'
+    for i, layer in enumerate(hidden):
+        agents[layer] = agent("dense", width=width)
         if pre:
-            text += 'activation = "none"\n' + ('input_activation = "relu"\n' if i else "")
-        text += "\n"
-    text += (
-        '[agents.head]\nkind = "head"\nclasses = 10\n'
-        + ('input_activation = "relu"\n' if pre else "")
-        + "\n"
-    )
-    sparse = f"p_update = {p_update}\n" if p_update is not None else ""
-    text += _link("source.x", hidden[0], "none", False, "linear", sparse)
+            agents[layer]["activation"] = "none"
+            if i:
+                agents[layer]["input_activation"] = "relu"
+    agents["head"] = agent("head", classes=10, **({"input_activation": "relu"} if pre else {}))
+    sparse = {"p_update": p_update} if p_update is not None else {}
+    links = [_link("source.x", hidden[0], "none", False, "linear", **sparse)]
     for src, dst, method in zip(hidden, [*hidden[1:], "head"], methods, strict=True):
         m = METHODS[method]
-        text += _link(src, dst, m["mode"], m["context"], "linear", sparse)
-    text += _link("source.y", "head.labels", "none", False, "linear")
-    return text
+        links.append(_link(src, dst, m["mode"], m["context"], "linear", **sparse))
+    links.append(_link("source.y", "head.labels", "none", False, "linear"))
+    return to_toml(topology(agents, links, run=run))
 
 
 def cnn(
@@ -116,13 +119,15 @@ def cnn(
     analogue of a linear SG); cDNI adds 10 label planes to its input.
     """
     m = METHODS[method]
-    text = _run_table(name, steps, eval_every, m["lr"], seed, batch)
-    text += f'[agents.source]\nkind = "source"\ndataset = "{dataset}"\nflatten = false\n\n'
-    text += '[agents.c1]\nkind = "conv"\nchannels = 16\nkernel = 5\n\n'
-    text += '[agents.c2]\nkind = "conv"\nchannels = 32\nkernel = 5\n\n'
-    text += '[agents.head]\nkind = "head"\nclasses = 10\n\n'
-    text += _link("source.x", "c1", "none", False, "conv")
+    agents = {
+        "source": agent("source", dataset=dataset, flatten=False),
+        "c1": agent("conv", channels=16, kernel=5),
+        "c2": agent("conv", channels=32, kernel=5),
+        "head": agent("head", classes=10),
+    }
+    links = [_link("source.x", "c1", "none", False, "conv")]
     for src, dst in (("c1", "c2"), ("c2", "head")):
-        text += _link(src, dst, m["mode"], m["context"], "conv")
-    text += _link("source.y", "head.labels", "none", False, "conv")
-    return text
+        links.append(_link(src, dst, m["mode"], m["context"], "conv"))
+    links.append(_link("source.y", "head.labels", "none", False, "conv"))
+    run = _run_table(name, steps, eval_every, m["lr"], seed, batch)
+    return to_toml(topology(agents, links, run=run))

@@ -29,7 +29,7 @@ head, written to a temporary directory.
 Spawn method: the same N processes started by multiprocessing's `spawn` start method, each
 importing what the fork server preloads (synthgrad.orchestrator.launcher.PRELOAD) and
 setting one torch thread; time from the first start() until all say they are ready, and PSS
-of each while all are alive.  (shared/reference/machine.md measured 33 s and 149 MB for 16
+of each while all are alive.  (An earlier measurement on this machine gave 33 s and 149 MB for 16
 such processes importing torch, zmq, msgpack and numpy only.)
 """
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -86,30 +85,15 @@ def mb(kb: float) -> float:
 
 def write_topology(folder: Path, agents: int) -> Path:
     """A chain of `agents` agents: source -> l1..l(agents-2) -> head."""
-    layers = [f"l{i}" for i in range(1, agents - 1)]
-    lines = [
-        f"# {agents} agents for benchmarks/spawn.py: source, {len(layers)} dense layers of "
-        f"{LAYER_WIDTH}, head.",
-        "[run]",
-        f'name = "spawn-{agents}"',
-        "steps = 5",
-        "eval_every = 0",
-        "eval_batch_size = 10000",
-        "",
-        "[agents.source]",
-        'kind = "source"',
-        'dataset = "mnist"',
-    ]
-    for name in layers:
-        lines += ["", f"[agents.{name}]", 'kind = "dense"', f"width = {LAYER_WIDTH}"]
-    lines += ["", "[agents.head]", 'kind = "head"', "classes = 10"]
-    chain = ["source.x", *layers, "head"]
-    for src, dst in itertools.pairwise(chain):
-        lines += ["", "[[links]]", f'from = "{src}"', f'to = "{dst}"']
-    lines += ["", "[[links]]", 'from = "source.y"', 'to = "head.labels"', ""]
-    path = folder / f"spawn-{agents}.toml"
-    path.write_text("\n".join(lines))
-    return path
+    from synthgrad.orchestrator import builder  # here, not above: spawn children re-import us
+
+    run = {"name": f"spawn-{agents}", "steps": 5, "eval_every": 0, "eval_batch_size": 10000}
+    doc = builder.chain(agents - 2, width=LAYER_WIDTH, run=run)
+    header = (
+        f"{agents} agents for benchmarks/spawn.py: source, {agents - 2} dense layers of "
+        f"{LAYER_WIDTH}, head."
+    )
+    return builder.write(doc, folder / f"spawn-{agents}.toml", header)
 
 
 # ----------------------------------------------------------------------------- fork server

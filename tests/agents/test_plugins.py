@@ -16,6 +16,7 @@ from synthgrad.agents import (
     register,
     resolve_kind,
 )
+from synthgrad.orchestrator import builder
 from torch import nn
 
 from ..conftest import ROOT, last_json
@@ -123,44 +124,21 @@ def test_check_agent_asks_for_required_parameters():
         check_agent(resolve_kind("dense"))
 
 
-CUSTOM_TOPOLOGY = """
-[run]
-steps = 60
-batch_size = 64
-lr = 3e-3
-[link_defaults]
-mode = "dni"
-[agents.source]
-kind = "source"
-dataset = "digits"
-[agents.l1]
-kind = "dense"
-width = 32
-[agents.block]
-kind = "doc_blocks:ResidualMLP"
-hidden = 16
-[agents.head]
-kind = "head"
-classes = 10
-[[links]]
-from = "source.x"
-to = "l1"
-[[links]]
-from = "l1"
-to = "block"
-[[links]]
-from = "block"
-to = "head"
-[[links]]
-from = "source.y"
-to = "head.labels"
-"""
+CUSTOM_TOPOLOGY = builder.chain(
+    {
+        "l1": builder.agent("dense", width=32),
+        "block": builder.agent("doc_blocks:ResidualMLP", hidden=16),
+    },
+    mode="dni",
+    dataset="digits",
+    run={"steps": 60, "batch_size": 64, "lr": 3e-3},
+)
 
 
 @pytest.mark.slow
 def test_a_custom_agent_runs_as_a_process_by_import_path(cli, tmp_path):
     (tmp_path / "doc_blocks.py").write_text(doc_agent_source())
-    (tmp_path / "custom.toml").write_text(CUSTOM_TOPOLOGY)
+    builder.write(CUSTOM_TOPOLOGY, tmp_path / "custom.toml")
     proc = cli("run", "custom.toml", "--json", "--quiet", env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     summary = last_json(proc.stdout)

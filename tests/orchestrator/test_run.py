@@ -17,6 +17,7 @@ from synthgrad.environments.batches import BatchStream
 from synthgrad.environments.datasets import load_dataset
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.plan import agent_seed
+from synthgrad.protocol.plan import AgentPlan, LinkMode
 
 from ..conftest import EXAMPLES, last_json
 
@@ -88,4 +89,9 @@ def test_dni_and_cdni_across_processes_learn(cli, example):
     assert [e["train_steps"] for e in summary["evaluations"]] == [150, 300]
     assert set(summary["agents"]) == {"source", "l1", "l2", "l3", "head"}
     assert all(a["steps"] == 300 and a["pid"] > 0 and a["restarts"] == 0 for a in summary["agents"].values())
+    assert {a["state"] for a in summary["agents"].values()} == {"stopped"}  # every final report came
     assert summary["samples_per_s"] > 0 and summary["wall_s"] > 0
+    # config.json holds every agent's plan in its wire form, readable back into the records.
+    config = json.loads((run_dir / "config.json").read_text())
+    plans = {name: AgentPlan.from_wire(spec) for name, spec in config["specs"].items()}
+    assert plans["l1"].out_links[0].mode is LinkMode.DNI and plans["l1"].run.steps == 300

@@ -9,47 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthgrad.orchestrator import builder
 from synthgrad.orchestrator.fabric import cli
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-SMALL = """[run]
-steps = 10
-batch_size = 256
-[link_defaults]
-mode = "dni"
-[agents.source]
-kind = "source"
-dataset = "mnist"
-[agents.l1]
-kind = "dense"
-width = 256
-[agents.l2]
-kind = "dense"
-width = 256
-[agents.head]
-kind = "head"
-classes = 10
-[[links]]
-from = "source.x"
-to = "l1"
-[[links]]
-from = "l1"
-to = "l2"
-[[links]]
-from = "l2"
-to = "head"
-[[links]]
-from = "source.y"
-to = "head.labels"
-mode = "none"
-"""
+SMALL = builder.chain(
+    2, width=256, mode="dni", labels_mode="none", run={"steps": 10, "batch_size": 256}
+)
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("topology") / "small.toml"
-    path.write_text(SMALL)
-    return str(path)
+    return str(builder.write(SMALL, path))
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

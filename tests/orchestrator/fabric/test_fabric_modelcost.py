@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthgrad.orchestrator import builder as topologies  # the tests below define `builder`
 from synthgrad.orchestrator.config import load_topology
 from synthgrad.orchestrator.fabric.costs import chain_workload, sram_bytes, step_flops
 from synthgrad.orchestrator.fabric.modelcost import (
@@ -112,17 +113,17 @@ def test_a_stand_in_builder_can_be_injected(tmp_path):
         calls.append(kind)
         return nn.Sequential(nn.Linear(math.prod(in_shape), 8)), (8,)
 
-    path = tmp_path / "t.toml"
-    path.write_text('[run]\nsteps = 1\nbatch_size = 16\n[agents.source]\nkind = "source"\n'
-                    '[agents.a]\nkind = "anything"\n[[links]]\nfrom = "source.x"\nto = "a"\n')
+    agents = {"source": topologies.agent("source"), "a": topologies.agent("anything")}
+    doc = topologies.topology(agents, [("source.x", "a")], run={"steps": 1, "batch_size": 16})
+    path = topologies.write(doc, tmp_path / "t.toml")
     w = costs_from_topology(load_topology(path), module_builder=builder)
     assert calls == ["anything"]
     assert w.agents[1].fwd_flops == 16 * (2 * 784 * 8 + 8)
 
 
 def test_a_cycle_is_refused_by_name(tmp_path):
-    path = tmp_path / "t.toml"
-    path.write_text('[run]\nsteps = 1\n[agents.a]\nkind = "dense"\nwidth = 4\n[agents.b]\nkind = "dense"\n'
-                    'width = 4\n[[links]]\nfrom = "a"\nto = "b"\n[[links]]\nfrom = "b"\nto = "a"\n')
+    agents = {name: topologies.agent("dense", width=4) for name in ("a", "b")}
+    doc = topologies.topology(agents, [("a", "b"), ("b", "a")], run={"steps": 1})
+    path = topologies.write(doc, tmp_path / "t.toml")
     with pytest.raises(ValueError, match="cycle through a, b"):
         costs_from_topology(load_topology(path))

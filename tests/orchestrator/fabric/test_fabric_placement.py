@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from synthgrad.orchestrator import builder
 from synthgrad.orchestrator.fabric.api import METHODS, place, place_problem
 from synthgrad.orchestrator.fabric.costs import AgentCost, LinkCost, Workload
 from synthgrad.orchestrator.fabric.errors import PlacementError, UnknownName
@@ -122,11 +123,8 @@ def test_place_topology_and_cpu_plan_for_the_run_command(tmp_path):
     from synthgrad.orchestrator.config import load_topology
     from synthgrad.orchestrator.fabric import cpu_plan, place_topology
 
-    path = tmp_path / "t.toml"
-    path.write_text('[run]\nsteps = 1\nbatch_size = 64\n[agents.source]\nkind = "source"\n'
-                    '[agents.l1]\nkind = "dense"\nwidth = 64\n[agents.l2]\nkind = "dense"\nwidth = 64\n'
-                    '[agents.head]\nkind = "head"\nclasses = 10\n[[links]]\nfrom = "source.x"\nto = "l1"\n'
-                    '[[links]]\nfrom = "l1"\nto = "l2"\n[[links]]\nfrom = "l2"\nto = "head"\n')
+    doc = builder.chain(2, width=64, dataset=None, labels=False, run={"steps": 1, "batch_size": 64})
+    path = builder.write(doc, tmp_path / "t.toml")
     pl = place_topology(load_topology(path), "wormhole_n150", "greedy")
     assert set(pl.as_dict()["placement"]) == {"source", "l1", "l2", "head"}
     plan = cpu_plan(pl, [4, 5])
