@@ -80,12 +80,13 @@ def _plan(cls: type, params: dict, in_shapes: dict, out_shapes: dict, classes: i
 def _check_in_runtime(cls: type, params: dict, in_shapes: dict, out_shapes: dict, batch_size: int, classes: int) -> None:
     core = build_core(_plan(cls, params, in_shapes, out_shapes, classes), cls("me", copy.deepcopy(params)))
     labels = np.arange(batch_size, dtype=np.int64) % classes
-    for meta in ({}, {"eval": 0, "last": True, "final": True, "train_steps": 1}):
+    # Step 0 trains, step 1 evaluates (every message of a run has its own step).
+    for step, meta in enumerate(({}, {"eval": 0, "last": True, "final": True, "train_steps": 1})):
         for port, shape in in_shapes.items():
             arr = np.random.default_rng(0).standard_normal((batch_size, *shape)).astype(np.float32)
-            core.on_forward(Message(Kind.ACT, src="up", port=port, step=0, tensors={"x": arr}, meta=meta))
+            core.on_forward(Message(Kind.ACT, src="up", port=port, step=step, tensors={"x": arr}, meta=meta))
         for port in cls.context_inputs:
-            core.on_forward(Message(Kind.CTX, src="data", port=port, step=0, tensors={"x": labels}, meta=meta))
+            core.on_forward(Message(Kind.CTX, src="data", port=port, step=step, tensors={"x": labels}, meta=meta))
     _require(core.steps == 1, "one training step through the runtime did not complete; are all inputs consumed?")
     kinds = [m.kind for _, _, m in core.outbox]
     if cls.inputs:

@@ -89,6 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary['steps']} steps in {summary['wall_s']:.1f} s ({summary['samples_per_s']:,.0f} samples/s)"
         + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
     )
+    rejects = {n: a["rejected"] for n, a in summary["agents"].items() if a.get("rejected")}
+    if rejects:
+        listed = "; ".join(f"{n}: " + ", ".join(f"{r} {c}" for r, c in sorted(by.items())) for n, by in rejects.items())
+        print(f"rejected messages (dropped, counted by reason): {listed}")
     if args.json:
         _print_json(summary)
     return 0

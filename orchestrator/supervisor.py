@@ -62,6 +62,11 @@ class AgentRecord:
     def advance(self, state: Lifecycle) -> None:
         self.state = self.state.advance(state)
 
+    def rejects(self) -> dict[str, int]:
+        """Messages this agent rejected, by reason, as of its last metrics report."""
+        prefix = "rejected."
+        return {k[len(prefix):]: int(v) for k, v in self.last_metrics.items() if k.startswith(prefix)}
+
 
 class Supervisor:
     """Runs one plan to its end; `run()` returns the summary dict."""
@@ -253,6 +258,9 @@ class Supervisor:
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,
-            "agents": {n: {"pid": s.pid, "steps": s.steps, "state": s.state.value, "restarts": 0} for n, s in self.agents.items()},
+            "agents": {
+                n: {"pid": s.pid, "steps": s.steps, "state": s.state.value, "restarts": 0, "rejected": s.rejects()}
+                for n, s in self.agents.items()
+            },
         }
 

@@ -66,7 +66,8 @@ class AgentCore:
         plan: the agent's `AgentPlan`; `run` its `RunSettings`.
         outbox: messages to send, ``(destination, plane, message)``; the caller empties it.
         steps: training steps this agent has completed.
-        rejected: messages that matched no link or step (counted, never fatal).
+        rejected: messages dropped because they did not fit (never fatal); `rejects` counts
+            them by reason (agents/runtime/admission.py lists the reasons).
         finished: True once the agent has nothing more to do in this run.
     """
 
@@ -80,6 +81,7 @@ class AgentCore:
         self.outbox: list[Outgoing] = []
         self.steps = 0
         self.rejected = 0
+        self.rejects: dict[str, int] = {}
         self.running = Running()
         self.finished = False
         self.out_links = plan.out_links
@@ -98,21 +100,23 @@ class AgentCore:
         """Queue a control message (metrics, error) for the orchestrator."""
         self.outbox.append((CONTROL, "", Message(kind=kind, src=self.name, step=self.steps, meta=meta)))
 
-    def reject(self) -> None:
-        """Count a message that fits no link, port or step; it is dropped, never fatal."""
+    def reject(self, reason: str) -> None:
+        """Count a message that does not fit, under `reason`; it is dropped, never fatal."""
         self.rejected += 1
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
 
     def on_forward(self, msg: Message) -> None:
         """An activation or context message; the base has no inputs, so it is rejected."""
-        self.reject()
+        self.reject("port")
 
     def on_backward(self, msg: Message) -> None:
         """A gradient message; the base sends nothing downstream, so it is rejected."""
-        self.reject()
+        self.reject("port")
 
     def take_metrics(self) -> dict[str, float]:
-        """Means since the last call and the counters."""
-        return {"steps": self.steps, "rejected": self.rejected, **self.running.take()}
+        """Means since the last call and the counters (`rejected`, `rejected.REASON`)."""
+        counts = {f"rejected.{reason}": n for reason, n in sorted(self.rejects.items())}
+        return {"steps": self.steps, "rejected": self.rejected, **counts, **self.running.take()}
 
     def state_dict(self) -> dict:
         """What a checkpoint holds of this agent."""

@@ -284,15 +284,23 @@ class SenderInterface:
         """BP(lambda): the true gradient's share of the gradient used."""
         return self.hosted.math.true_part(true) if self.hosted is not None else true
 
-    def on_target(self, step: int, target: torch.Tensor) -> bool:
-        """Train the SG model on a late gradient target; False when the step was forgotten."""
+    def on_target(self, step: int, target: torch.Tensor) -> str | None:
+        """Train the SG model on a late gradient target.
+
+        Returns None when it trained, else the reject reason: "step" when the step is not in
+        the cache (forgotten, or never sent), "shape" when the target is not shaped like the
+        activation it claims to be for (the entry stays, for the real target).
+        """
         assert self.hosted is not None and self.cache is not None
-        entry = self.cache.pop(step)
+        entry = self.cache.entries.get(step)
         if entry is None:
-            return False
+            return "step"
         h, context = entry
+        if target.shape != h.shape:
+            return "shape"
+        self.cache.pop(step)
         self.hosted.learn(h, context, target)
-        return True
+        return None
 
 
 class ReceiverInterface:

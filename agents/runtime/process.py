@@ -37,6 +37,7 @@ from ...protocol import (
 )
 from ...protocol.lifecycle import Lifecycle
 from ...protocol.plan import AgentPlan
+from .admission import Admission, RejectLog
 from .build import build_core
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 
@@ -88,6 +89,7 @@ class AgentProcess:
         self.pending: dict[zmq.Socket, deque[Message]] = {}
         self.pushes: dict[tuple[str, str], zmq.Socket] = {}
         self.last_heard = time.monotonic()
+        self.reject_log = RejectLog(log, name)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_args) -> None:
@@ -130,6 +132,7 @@ class AgentProcess:
         if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
         self.core = build_core(plan)
+        self.admission = Admission(plan)
         own = self.endpoints[self.name]
         self.fwd, _ = bind_pull(self.zctx, own[FORWARD], hwm=self.hwm)
         self.bwd, _ = bind_pull(self.zctx, own[BACKWARD], hwm=0)  # gradients are always drained
@@ -172,21 +175,40 @@ class AgentProcess:
                 queue.popleft()
         return clear
 
-    def _drain(self, sock: zmq.Socket, handle) -> None:
+    def _reject(self, reason: str, detail: str) -> None:
+        self.core.reject(reason)
+        self.reject_log(reason, detail)
+
+    def _receive(self, sock: zmq.Socket, check=None) -> Message | None | bool:
+        """The next message that fits, None when there is none, False for one rejected.
+
+        `check(msg)` gives the reason a decoded message does not fit this agent's plan
+        (agents/runtime/admission.py); the run id is checked for every socket."""
+        try:
+            msg = recv_message(sock, timeout_ms=0)
+        except ProtocolError as err:
+            self._reject("decode", str(err))
+            return False
+        if msg is None:
+            return None
+        if msg.run != self.run_id:
+            self._reject("run", f"{msg.kind.name} from {msg.src!r} for run {msg.run!r}")
+            return False
+        reason = check(msg) if check is not None else None
+        if reason is not None:
+            shapes = {name: (str(a.dtype), a.shape) for name, a in msg.tensors.items()}
+            self._reject(reason, f"{msg.kind.name} from {msg.src!r} to port {msg.port!r}, step {msg.step}, tensors {shapes}")
+            return False
+        return msg
+
+    def _drain(self, sock: zmq.Socket, handle, check=None) -> None:
         while True:
-            try:
-                msg = recv_message(sock, timeout_ms=0)
-            except ProtocolError as err:
-                self.core.rejected += 1
-                log.warning("%s: rejected a malformed message: %s", self.name, err)
-                continue
+            msg = self._receive(sock, check)
             if msg is None:
                 return
-            if msg.run != self.run_id:
-                self.core.rejected += 1
-                continue
-            handle(msg)
-            self._queue_outbox()
+            if msg is not False:
+                handle(msg)
+                self._queue_outbox()
 
     def loop(self) -> None:
         """Step until STOP (or the orchestrator vanishes), reporting metrics on a timer."""
@@ -205,22 +227,16 @@ class AgentProcess:
             if self.control in readable:
                 self._drain(self.control, self._on_control)
             if self.bwd in readable:
-                self._drain(self.bwd, core.on_backward)
+                self._drain(self.bwd, core.on_backward, self.admission.backward)
             if busy and self._flush():
                 core.produce()
                 self._queue_outbox()
             elif self.fwd in readable and core.ready:
-                try:
-                    msg = recv_message(self.fwd, timeout_ms=0)
-                except ProtocolError as err:
-                    core.rejected += 1
-                    log.warning("%s: rejected a malformed message: %s", self.name, err)
-                    msg = None
-                if msg is not None and msg.run == self.run_id:
+                # One forward message per turn: the step it completes may lock the agent.
+                msg = self._receive(self.fwd, self.admission.forward)
+                if msg:
                     core.on_forward(msg)
                     self._queue_outbox()
-                elif msg is not None:
-                    core.rejected += 1
             now = time.monotonic()
             if now >= next_beat:
                 self._send_control(Kind.HEARTBEAT, {"state": Lifecycle.RUNNING.value})

@@ -92,6 +92,10 @@ class ModuleStepper(AgentCore):
         # receiver's block is complete (its gradient comes only then).
         self.park_limit = max([link.dst_tick // self.tick for link in self.out_links if not link.context] + [1])
         self.eval_sums: dict[str, float] = {}
+        self.last_block = -1  # the last block (step) this agent ran
+        # Steps further ahead than this cannot be real: back-pressure keeps senders a few
+        # messages ahead (run.hwm), so such a message is refused rather than held forever.
+        self.step_window = 1024 * self.tick
         # Sparse updates: plan.py resolves `p_update` (agent parameter or link option).
         self.p_update = 1.0 if plan.p_update is None else float(plan.p_update)
         self.updates = 0  # optimiser steps taken (fewer than `steps` when p_update < 1)
@@ -108,16 +112,27 @@ class ModuleStepper(AgentCore):
     def on_forward(self, msg: Message) -> None:
         """An activation or context for one of this agent's input ports."""
         if msg.port not in self.required or "x" not in msg.tensors:
-            self.reject()
+            self.reject("port")
             return
         if self.unlocked is not None:
             self.unlocked.on_forward(msg)
             return
         block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
+        if not self.last_block < block <= self.last_block + self.step_window:
+            self.reject("step")  # a step already done, or one too far ahead to be real
+            return
         ports = self.pending.setdefault(block, {})
-        ports.setdefault(msg.port, {})[msg.step] = (msg.tensors["x"], msg.meta)
+        by_step = ports.setdefault(msg.port, {})
+        if msg.step in by_step:
+            self.reject("step")  # a second message for the same step and port
+            return
+        by_step[msg.step] = (msg.tensors["x"], msg.meta)
         if len(ports) == len(self.required) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
             del self.pending[block]
+            if len({array.shape[0] for by in ports.values() for array, _ in by.values()}) > 1:
+                self.reject("shape")  # the ports disagree on the batch: the step cannot run
+                return
+            self.last_block = block
             self.run_step(block, self._join(block, ports))
 
     def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
@@ -281,24 +296,27 @@ class ModuleStepper(AgentCore):
         """A gradient target (GRAD) or a receiver's synthetic gradient (SYNTH_GRAD)."""
         link = self._out_by_key.get((msg.src, msg.port))
         if link is None or "g" not in msg.tensors or link.index not in self.senders:
-            self.reject()
+            self.reject("sender")
             return
         sender = self.senders[link.index]
         g = to_tensor(msg.tensors["g"])
+        parked = self.parked.get(msg.step)
+        port = link.src_port
+        if parked is not None and g.shape != parked.outputs[port].shape:
+            self.reject("shape")  # not the gradient of the output it claims to be for
+            return
         if msg.kind == Kind.GRAD and sender.hosted is not None:
-            trained = sender.on_target(msg.step, g)
+            problem = sender.on_target(msg.step, g)
             if not sender.waits:
-                if not trained:
-                    self.reject()
+                if problem:
+                    self.reject(problem)
                 return
             # BP(lambda): the same target is the true part of the gradient used (the parked
             # step goes on even if the SG cache had forgotten the step).
             g = sender.true_part(g)
-        parked = self.parked.get(msg.step)
         if parked is None or link.index not in parked.waiting:
-            self.reject()
+            self.reject("step")
             return
-        port = link.src_port
         parked.grads[port] = parked.grads[port] + g if port in parked.grads else g
         parked.waiting.discard(link.index)
         # Parked steps share the parameters their graphs were built with, so they are released

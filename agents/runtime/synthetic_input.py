@@ -103,10 +103,14 @@ class UnlockedSchedule:
 
     def on_forward(self, msg: Message) -> None:
         """Buffer one input; run every phase that is now due."""
-        if msg.step < self.cursor:
-            self.core.reject()
+        if not self.cursor <= msg.step <= self.cursor + self.core.step_window:
+            self.core.reject("step")  # done already, or too far ahead to be real
             return
-        self.pending.setdefault(msg.step, {})[msg.port] = (msg.tensors["x"], msg.meta)
+        ports = self.pending.setdefault(msg.step, {})
+        if msg.port in ports:
+            self.core.reject("step")  # a second message for the same step and port
+            return
+        ports[msg.port] = (msg.tensors["x"], msg.meta)
         self._advance()
 
     def _advance(self) -> None:
