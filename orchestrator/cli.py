@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -19,7 +18,9 @@ EXIT_CONFIG = 2
 
 
 def _print_json(data: dict) -> None:
-    print(json.dumps(data, default=str), flush=True)
+    from .rundir import dumps
+
+    print(dumps(data), flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every part strict JSON can hold as it is and the rest made so.
+
+    Peers' METRICS meta may hold any msgpack value: bytes become their hex string,
+    non-finite floats (NaN, +-inf, which strict parsers refuse) become null, map keys become
+    strings, tuples lists; anything else (e.g. a Path) its `str`.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of `value` (see `json_safe`); never NaN or Infinity."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
 class RunDir:
@@ -29,13 +55,13 @@ class RunDir:
 
     def write_json(self, filename: str, data: Any) -> Path:
         target = self.path / filename
-        target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        target.write_text(dumps(data, indent=2) + "\n")
         return target
 
     def record(self, agent: str, step: int, metrics: dict) -> None:
         """Append one metrics line: wall time since the run began, agent, step, values."""
         line = {"t": round(time.time() - self._t0, 4), "agent": agent, "step": step, **metrics}
-        self._metrics.write(json.dumps(line) + "\n")
+        self._metrics.write(dumps(line) + "\n")
 
     def log_tail(self, agent: str, lines: int = 30) -> str:
         try:

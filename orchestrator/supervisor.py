@@ -87,6 +87,7 @@ class Supervisor:
         self.evaluations: list[dict] = []
         self.budget = 0
         self.rejected = 0
+        self.unreachable: set[str] = set()
         self._signal: int | None = None
         self.timings: dict[str, float] = {}
 
@@ -99,8 +100,38 @@ class Supervisor:
             raise Interrupted(self._signal)
 
     # ----------------------------------------------------------------- messaging
-    def _send(self, name: str, kind: Kind, meta: dict | None = None) -> None:
-        send_routed(self.router, name.encode(), Message(kind=kind, run=self.run_id, meta=meta or {}))
+    def _send(self, name: str, kind: Kind, meta: dict | None = None) -> bool:
+        """Send to one agent; False when it is not reachable now.
+
+        The ROUTER is `ROUTER_MANDATORY` (protocol/sockets.py), so a peer that is gone raises
+        EHOSTUNREACH instead of the message vanishing: that is logged once per agent and
+        reported as False, never raised; whether the agent is dead is `_check_processes`'s
+        call, from its process.
+        """
+        try:
+            send_routed(self.router, name.encode(), Message(kind=kind, run=self.run_id, meta=meta or {}), zmq.NOBLOCK)
+        except zmq.ZMQError as err:
+            if err.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                raise
+            if name not in self.unreachable:
+                self.unreachable.add(name)
+                log.warning("agent %r is not reachable on the control socket (%s); not sending %s", name, err, kind.name)
+            return False
+        self.unreachable.discard(name)
+        return True
+
+    def _refuse_stranger(self, identity: bytes, msg: Message) -> None:
+        """A control message from a name that is not an agent of this run: an ERROR reply
+        (so a misconfigured agent learns why) and a log line; never an exception."""
+        self.rejected += 1
+        name = identity.decode(errors="replace")
+        log.warning("rejected %s from %r: no agent of this run has that name", msg.kind.name, name)
+        if msg.kind == Kind.HELLO:
+            reply = Message(kind=Kind.ERROR, run=self.run_id, meta={"error": f"no agent named {name!r} in run {self.run_id}"})
+            try:
+                send_routed(self.router, identity, reply, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # gone already
 
     def _receive(self, timeout_ms: int) -> tuple[str, Message] | None:
         try:
@@ -114,7 +145,7 @@ class Supervisor:
         identity, msg = got
         name = identity.decode(errors="replace")
         if name not in self.agents:
-            self.rejected += 1
+            self._refuse_stranger(identity, msg)
             return None
         return name, msg
 
@@ -211,10 +242,7 @@ class Supervisor:
         """STOP to all, wait for their final reports, then TERM and KILL what remains."""
         for name, state in self.agents.items():
             state.advance(Lifecycle.STOPPING)
-            try:
-                self._send(name, Kind.STOP)
-            except zmq.ZMQError:
-                pass  # never registered, or already gone
+            self._send(name, Kind.STOP)  # False when it never registered or is gone
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and any(s.handle.is_alive() for s in self.agents.values()):
             got = self._receive(50)

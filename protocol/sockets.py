@@ -81,12 +81,14 @@ def bind_router(
 ) -> tuple[zmq.Socket, str]:
     """Bind the orchestrator's control socket; return it and the endpoint actually bound.
 
-    ``ROUTER_MANDATORY``: sending to an unknown identity raises instead of dropping.
-    ``ROUTER_HANDOVER``: an agent restarted under the same name takes over its identity.
+    ``ROUTER_MANDATORY``: sending to an unknown identity raises (EHOSTUNREACH) instead of
+    dropping, so the orchestrator knows; it catches that error, never lets it out.
+    No ``ROUTER_HANDOVER``: a second connection with an identity already in use is refused
+    by ZeroMQ, so no peer can take over a registered agent's control route by naming itself
+    after it.
     """
     sock = _make(ctx, zmq.ROUTER, hwm, limits, curve, server=True)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     return sock, _bind(sock, endpoint)
 
 
