@@ -108,6 +108,12 @@ class Source:
     def steps_per_epoch(self, batch_size: int) -> int:
         raise NotImplementedError
 
+    @property
+    def train_size(self) -> int | None:
+        """Examples in the training set, known without loading it, so that the planner can
+        refuse a batch larger than the data set; None for a stream with no end (generated)."""
+        return None
+
     def open(self, batch_size: int, seed: int) -> None:
         """Load data; called once in the agent's process before the run starts."""
 

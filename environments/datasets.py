@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import DatasetUnavailable
 
-__all__ = ["DATASET_NAMES", "SPLITS", "ImageSet", "load_dataset", "read_idx"]
+__all__ = ["DATASET_NAMES", "IMAGE_SETS", "SPLITS", "TEST_SIZES", "TRAIN_SIZES", "ImageSet", "load_dataset", "read_idx"]
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "digits")
 SPLITS = ("train", "test", "valid", "train_minus_valid")
@@ -43,6 +43,8 @@ IMAGE_SETS = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "d
 # Test-set sizes, known without loading the data, so a plan can refuse an evaluation that
 # would need more held-out digits than there are.
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "digits": 359}
+# Training-set sizes, likewise, so a plan can refuse a batch larger than the data set.
+TRAIN_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "digits": 1438}
 
 # Where the Debian package puts the idx files; the variable lets other systems point elsewhere.
 FASHION_MNIST_DIR_ENV = "SYNTHGRAD_FASHION_MNIST_DIR"

@@ -9,16 +9,21 @@ This module needs no torch: the CLI validates structure before any heavy import.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import math
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from ..protocol.plan import (
+    NONFINITE_POLICIES,
     OPTIMIZERS,
     SG_HOSTS,
     SG_MODELS,
+    TRANSPORTS,
     LinkMode,
     LinkPlan,
     RunSettings,
@@ -29,6 +34,9 @@ from ..protocol.plan import (
 # `p_update` (sparse updates of the link's receiver, resolved per agent by plan.py).
 LINK_OPTIONS = ("lambda", "p_update")
 LINK_MODES = tuple(mode.value for mode in LinkMode)
+MAX_COUNT = 10**9  # steps, epochs, batch sizes: beyond this a value is a typo, and overflows int64 sums
+MAX_NAME = 64  # agent and run names go into file names, ipc paths and ZeroMQ identities
+NAME_PATTERN = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}")
 
 
 class ConfigError(ValueError):
@@ -38,6 +46,14 @@ class ConfigError(ValueError):
         self.key, self.source, self.message = key, source, message
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}" if key else f"{where}{message}")
+
+
+def unknown_key(where: str, key: str, known: list[str] | tuple[str, ...] | set[str], what: str = "key") -> ConfigError:
+    """The error for a key nobody reads: names it, suggests the nearest known key, lists all."""
+    known = sorted(known)
+    near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return ConfigError(f"{where}.{key}" if where else str(key), f"unknown {what}; {hint}known: {known}")
 
 
 @dataclass(frozen=True)
@@ -78,20 +94,45 @@ def parse_value(text: str) -> Any:
         return text
 
 
+UNSET = "null"  # `--set KEY=null` removes KEY (TOML has no null; the string is '"null"')
+# Keys of which a file gives one: setting one through --set removes the other.
+EXCLUSIVE = {"run.steps": "run.epochs", "run.epochs": "run.steps"}
+
+
 def apply_override(doc: dict, assignment: str) -> None:
-    """Apply one `a.b.c=value` override in place; list entries are addressed by index."""
+    """Apply one `a.b.c=value` override in place; list entries are addressed by index.
+
+    `a.b.c=null` removes the key (a no-op when it is absent); setting `run.steps` removes
+    `run.epochs` and the other way round, since a run gives exactly one of them.
+
+    Raises:
+        ConfigError: not KEY=VALUE, a path through a value that is not a table, a bad index.
+    """
     path, sep, value = assignment.partition("=")
     if not sep or not path.strip():
         raise ConfigError("--set", f"{assignment!r} is not KEY=VALUE (e.g. --set run.steps=100)")
-    keys = path.strip().split(".")
+    path, value = path.strip(), value.strip()
+    keys = path.split(".")
+    unset = value == UNSET
     node: Any = doc
     for depth, key in enumerate(keys[:-1]):
+        if unset and isinstance(node, dict) and key not in node:
+            return  # nothing to remove
         node = _child(node, key, ".".join(keys[: depth + 1]), create=True)
     last = keys[-1]
+    if not isinstance(node, (dict, list)):
+        raise ConfigError(".".join(keys[:-1]), f"is {node!r}, not a table, so it has no key {last!r} to set")
     if isinstance(node, list):
-        node[_index(node, last, path)] = parse_value(value.strip())
-    else:
-        node[last] = parse_value(value.strip())
+        if unset:
+            raise ConfigError(path, "an entry of an array cannot be removed with =null; edit the file")
+        node[_index(node, last, path)] = parse_value(value)
+        return
+    if unset:
+        node.pop(last, None)
+        return
+    node[last] = parse_value(value)
+    if path in EXCLUSIVE:
+        node.pop(EXCLUSIVE[path].rpartition(".")[2], None)
 
 
 def _child(node: Any, key: str, where: str, create: bool) -> Any:
@@ -118,9 +159,15 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError("", f"no such topology file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"{path} is a directory; give a topology file (examples/*.toml)") from None
+    except PermissionError:
+        raise ConfigError("", f"cannot read {path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", "not a text file (a topology is UTF-8 TOML)", str(path)) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("", f"not valid TOML: {err}", str(path)) from None
     try:
@@ -136,7 +183,7 @@ def _merge(record: type, given: dict, where: str) -> dict:
     defaults = record().to_wire()  # TOML-shaped: lists, not tuples
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(defaults)}")
+        raise unknown_key(where, unknown[0], defaults)
     return {**defaults, **given}
 
 
@@ -153,13 +200,17 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if (run["steps"] is None) == (run["epochs"] is None):
         raise ConfigError("run.steps", "give exactly one of run.steps or run.epochs")
     for key in ("steps", "epochs", "batch_size", "eval_batch_size", "hwm"):
-        if run[key] is not None and _expect(run[key], int, f"run.{key}", "an integer") < 1:
-            raise ConfigError(f"run.{key}", f"must be at least 1, got {run[key]}")
+        if run[key] is not None and not 1 <= _expect(run[key], int, f"run.{key}", "an integer") <= MAX_COUNT:
+            raise ConfigError(f"run.{key}", f"must be in 1..{MAX_COUNT:,}, got {run[key]}")
     if _expect(run["eval_every"], int, "run.eval_every", "an integer") < 0:
         raise ConfigError("run.eval_every", "must be 0 (only at the end) or a number of steps")
     _expect(run["seed"], int, "run.seed", "an integer")
-    if _expect(run["lr"], (int, float), "run.lr", "a number") <= 0:
-        raise ConfigError("run.lr", "must be positive")
+    _positive_number(run["lr"], "run.lr")
+    for key in ("register_timeout_s", "metrics_every_s"):
+        _positive_number(run[key], f"run.{key}")
+    _expect(run["runs_dir"], str, "run.runs_dir", "a folder name")
+    if run["name"] is not None:
+        _file_name(run["name"], "run.name")
     milestones = _expect(run["lr_decay_at"], list, "run.lr_decay_at", "a list of steps")
     if any(not isinstance(m, int) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         raise ConfigError("run.lr_decay_at", f"must be increasing positive step numbers, got {milestones}")
@@ -168,9 +219,35 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
         raise ConfigError("run.lr_decay", f"must be in (0, 1], got {decay}")
     if run["optimizer"] not in OPTIMIZERS:
         raise ConfigError("run.optimizer", f"must be one of {list(OPTIMIZERS)}")
+    if run["on_nonfinite"] not in NONFINITE_POLICIES:
+        raise ConfigError("run.on_nonfinite", f"must be one of {list(NONFINITE_POLICIES)}, got {run['on_nonfinite']!r}")
+    _validate_transport(run)
     run["name"] = run["name"] or default_name
     run["lr_decay_at"] = tuple(milestones)
     return RunSettings(**run)
+
+
+def _validate_transport(run: dict) -> None:
+    """`run.transport`, `run.bind` and `run.keys` (docs/security.md).
+
+    `bind` must be one interface's IP address, not a wildcard: it is also the address peers
+    are told to dial.  `keys` only means something on tcp; refusing it on ipc keeps anyone
+    from believing an ipc run is encrypted.  Whether the address exists on this host and
+    the key files are private is checked by the CLI before the run starts (orchestrator/keys.py).
+    """
+    if run["transport"] not in TRANSPORTS:
+        raise ConfigError("run.transport", f"must be one of {list(TRANSPORTS)}, got {run['transport']!r}")
+    try:
+        address = ipaddress.ip_address(_expect(run["bind"], str, "run.bind", "an IP address"))
+    except ValueError:
+        raise ConfigError("run.bind", f"must be an IP address of one of this host's interfaces, got {run['bind']!r}") from None
+    if address.is_unspecified:
+        raise ConfigError("run.bind", f"{run['bind']!r} binds every interface; name one (peers dial this address)")
+    if run["keys"] is not None:
+        if run["transport"] != "tcp":
+            raise ConfigError("run.keys", "CURVE keys are used only with run.transport = 'tcp'")
+        if not _expect(run["keys"], str, "run.keys", "a key directory").strip():
+            raise ConfigError("run.keys", "must name a key directory (synthgrad keys generate DIR)")
 
 
 def _validate_sg(given: Any, where: str) -> dict:
@@ -192,12 +269,34 @@ def _validate_sg(given: Any, where: str) -> dict:
     widths = _expect(sg["input_hidden"], list, f"{where}.input_hidden", "a list of layer widths")
     if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in widths):
         raise ConfigError(f"{where}.input_hidden", "every width must be a positive integer")
-    _expect(sg["scale"], (int, float), f"{where}.scale", "a number")
+    _finite(sg["scale"], f"{where}.scale")
+    if sg["lr"] is not None:
+        _positive_number(sg["lr"], f"{where}.lr")
     _expect(sg["context"], bool, f"{where}.context", "true or false")
     if _expect(sg["cache"], int, f"{where}.cache", "an integer") < 1:
         raise ConfigError(f"{where}.cache", "must be at least 1")
     sg["hidden"], sg["input_hidden"] = tuple(hidden), tuple(widths)
     return sg
+
+
+def _finite(value: Any, where: str) -> float:
+    if not math.isfinite(_expect(value, (int, float), where, "a number")):
+        raise ConfigError(where, f"must be a finite number, got {value}")
+    return float(value)
+
+
+def _positive_number(value: Any, where: str) -> float:
+    if _finite(value, where) <= 0:
+        raise ConfigError(where, f"must be positive, got {value}")
+    return float(value)
+
+
+def _file_name(value: Any, where: str) -> str:
+    """A name used in file names and endpoints: plain characters, not too long."""
+    _expect(value, str, where, "a string")
+    if not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(where, f"must be 1-{MAX_NAME} letters, digits, '-', '_' or '.', not starting with '.', got {value!r}")
+    return value
 
 
 def _probability(value: Any, where: str) -> float:
@@ -221,7 +320,7 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkPlan:
             raise ConfigError(f"{where}.{key}", "is required")
     src, src_port = _endpoint(given.pop("from"), f"{where}.from")
     dst, dst_port = _endpoint(given.pop("to"), f"{where}.to")
-    given_sg_table = {**defaults.get("sg", {}), **given.pop("sg", {})}
+    given_sg_table = {**defaults.get("sg", {}), **_expect(given.pop("sg", {}), dict, f"{where}.sg", "a table")}
     sg = _validate_sg(given_sg_table, f"{where}.sg")
     mode = given.pop("mode", defaults.get("mode", LinkMode.BACKPROP.value))
     if mode not in LINK_MODES:
@@ -232,14 +331,16 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkPlan:
     unknown = sorted(set(options) - set(LINK_OPTIONS))
     if unknown:
         bad = unknown[0]
-        where_bad = f"{where}.{bad}" if bad in given else f"link_defaults.{bad}"
-        raise ConfigError(where_bad, f"unknown link key; known: {sorted(['from', 'to', 'mode', 'sg', *LINK_OPTIONS])}")
+        raise unknown_key(where if bad in given else "link_defaults", bad, ["from", "to", "mode", "sg", *LINK_OPTIONS], "link key")
+    def at(key: str) -> str:  # named where it is written: the link, or link_defaults
+        return f"{where}.{key}" if key in given else f"link_defaults.{key}"
+
     p_update = None
     if "p_update" in options:
-        p_update = _probability(options["p_update"], f"{where}.p_update")
+        p_update = _probability(options["p_update"], at("p_update"))
     if "lambda" in options:
         # One place holds lambda: the link option is another spelling of `sg.lam`.
-        lam = _probability(options.pop("lambda"), f"{where}.lambda")
+        lam = _probability(options.pop("lambda"), at("lambda"))
         if "lam" in given_sg_table and sg["lam"] != lam:
             raise ConfigError(f"{where}.lambda", f"contradicts sg.lam = {sg['lam']}; give one of them")
         sg["lam"] = lam
@@ -255,13 +356,13 @@ def validate(doc: dict, default_name: str = "run") -> Topology:
     """Validate a parsed topology document (see module docstring) into a `Topology`."""
     unknown = sorted(set(doc) - {"run", "agents", "links", "link_defaults"})
     if unknown:
-        raise ConfigError(unknown[0], "unknown top-level table; known: run, agents, links, link_defaults")
+        raise unknown_key("", unknown[0], ["run", "agents", "links", "link_defaults"], "top-level table")
     run = _validate_run(doc.get("run", {}), default_name)
     agents: dict[str, AgentSpec] = {}
     for name, table in _expect(doc.get("agents", {}), dict, "agents", "a table of agents").items():
         where = f"agents.{name}"
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(where, "agent names use letters, digits, '-' and '_' only")
+        if not name.replace("_", "").replace("-", "").isalnum() or not name.isascii() or len(name) > MAX_NAME:
+            raise ConfigError(where, f"agent names use 1-{MAX_NAME} ASCII letters, digits, '-' and '_' only")
         params = dict(_expect(table, dict, where, "a table"))
         kind = params.pop("kind", None)
         if not isinstance(kind, str):
@@ -275,6 +376,8 @@ def validate(doc: dict, default_name: str = "run") -> Topology:
     defaults = _expect(doc.get("link_defaults", {}), dict, "link_defaults", "a table")
     if "mode" in defaults and defaults["mode"] not in LINK_MODES:
         raise ConfigError("link_defaults.mode", f"must be one of {list(LINK_MODES)}")
+    if "sg" in defaults:  # checked on its own, so that a bad default is named where it is
+        _validate_sg(defaults["sg"], "link_defaults.sg")
     links = [
         _validate_link(i, table, defaults)
         for i, table in enumerate(_expect(doc.get("links", []), list, "links", "an array of tables"))

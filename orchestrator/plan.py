@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..agents.base import REQUIRED, Source, missing_params
 from ..agents.registry import UnknownKind, resolve_kind
 from ..protocol.plan import AgentPlan, LinkMode, LinkPlan
-from .config import ConfigError, Topology
+from .config import MAX_COUNT, ConfigError, Topology, unknown_key
 
 DATA_PORT = "data"  # where an unlocked layer takes the source's x (agents/runtime/synthetic_input.py)
 
@@ -52,11 +52,44 @@ def _resolve(topology: Topology) -> dict[str, type]:
         allowed = set(cls.defaults) | (set() if issubclass(cls, Source) else set(COMMON_PARAMS))
         unknown = sorted(set(spec.params) - allowed)
         if unknown:
-            raise ConfigError(f"agents.{name}.{unknown[0]}", f"kind {spec.kind!r} takes no such parameter; it takes {sorted(allowed)}")
+            raise unknown_key(f"agents.{name}", unknown[0], allowed, f"parameter of kind {spec.kind!r}")
         missing = missing_params(cls, spec.params)
         if missing:
             raise ConfigError(f"agents.{name}.{missing[0]}", f"kind {spec.kind!r} requires this parameter")
+        _check_param_types(f"agents.{name}", cls, spec.params)
     return classes
+
+
+def _check_param_types(where: str, cls: type, params: dict) -> None:
+    """A kind declares each parameter's type by its default: a value of another type is
+    refused here, never coerced (`width = "32"`, `2.5` or `true` for an integer; `nan` for a
+    rate).  Ranges beyond "a count is 0..MAX_COUNT" are the kind's to check when it builds;
+    a parameter whose default is None or REQUIRED is checked by the kind alone."""
+    for key, value in params.items():
+        default = cls.defaults.get(key)
+        at = f"{where}.{key}"
+        if key == "lr" and value is not None:
+            default = 1.0  # COMMON_PARAMS: the agent's own learning rate, a positive number
+        if isinstance(default, bool):
+            ok, what = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            if ok and not 0 <= value <= MAX_COUNT:
+                raise ConfigError(at, f"must be in 0..{MAX_COUNT:,}, got {value}")
+        elif isinstance(default, float):
+            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            if ok and not math.isfinite(value):
+                raise ConfigError(at, f"must be a finite number, got {value}")
+            if ok and key == "lr" and value <= 0:
+                raise ConfigError(at, f"must be positive, got {value}")
+        elif isinstance(default, str):
+            ok, what = isinstance(value, str), "a string"
+        elif isinstance(default, (list, tuple)):
+            ok, what = isinstance(value, list), "a list"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(at, f"must be {what}, got {value!r}")
 
 
 def _link_plan(link: LinkPlan, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> LinkPlan:
@@ -166,6 +199,19 @@ def _refuse_waiting_unlocked(links: list[LinkPlan]) -> None:
                 raise ConfigError(f"{link.key}.sg.host", f"{link.src!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
 
 
+def _check_classes(topology: Topology, instances: dict, source: str, links: list[LinkPlan]) -> None:
+    """An agent that classifies the source's labels needs a class for every label."""
+    label_port = type(instances[source]).label_port
+    have = instances[source].num_classes
+    for link in links:
+        classes = instances[link.dst].params.get("classes") if link.src == source and link.src_port == label_port else None
+        if isinstance(classes, int) and not isinstance(classes, bool) and link.dst_port == "labels" and classes < have:
+            raise ConfigError(
+                f"agents.{link.dst}.classes",
+                f"is {classes}, but {source!r} ({topology.agents[source].kind}) has {have} classes; give classes = {have}",
+            )
+
+
 def _p_update(name: str, agent_params: dict, in_links: list[LinkPlan]) -> float | None:
     """The agent's update probability: its own `p_update`, else its data in-links' option."""
     if agent_params.get("p_update") is not None:
@@ -198,6 +244,9 @@ def plan_run(topology: Topology) -> RunPlan:
         except ValueError as err:  # a kind rejecting its parameters; `param` names one if it can
             key = f"agents.{n}.{err.param}" if getattr(err, "param", None) else f"agents.{n}"
             raise ConfigError(key, str(err)) from None
+    size = instances[source].train_size
+    if size is not None and topology.run.batch_size > size:
+        raise ConfigError("run.batch_size", f"is {topology.run.batch_size}, larger than {source!r}'s training set ({size:,} examples)")
     ticks = {n: spec.tick_every for n, spec in topology.agents.items()}
     links = [_link_plan(link, classes, False, ticks) for link in topology.links]
     seen_inputs: dict[tuple[str, str], str] = {}
@@ -223,6 +272,7 @@ def plan_run(topology: Topology) -> RunPlan:
             links.append(_link_plan(implicit, classes, True, ticks))
             seen_inputs[(link.dst, DATA_PORT)] = f"data for {link.label}"
     _refuse_waiting_unlocked(links)
+    _check_classes(topology, instances, source, links)
     _check_ticks(topology, instances, source, links)
     order = _order(topology, links)
     plan = RunPlan(topology=topology, classes=classes, source=source, order=order)

@@ -75,6 +75,7 @@ from ...environments.sequence_tasks import (
     with_reset,
 )
 from ..base import Agent, Shape
+from ..errors import ParamError
 from ..runtime.interfaces import SGArithmetic, SyntheticGradientModel
 
 
@@ -127,7 +128,7 @@ class RNN(Agent):
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)
         if self.params["objective"] not in ("bits", "chars"):
-            raise ValueError(f"objective must be 'bits' or 'chars', got {self.params['objective']!r}")
+            raise ParamError("objective", f"must be 'bits' or 'chars', got {self.params['objective']!r}")
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.eval_state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.window: dict | None = None  # this training window, for loss()

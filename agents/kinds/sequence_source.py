@@ -24,6 +24,7 @@ import numpy as np
 
 from ...environments.sequence_tasks import EVAL_SEED, EpisodeStream, make_task, with_reset
 from ..base import Source
+from ..errors import ParamError
 
 
 class CopyTaskSource(Source):
@@ -44,10 +45,13 @@ class CopyTaskSource(Source):
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)
         p = self.params
-        self.task = make_task(p["task"], int(p["width"]), int(p["length"]), int(p["repeats"]))
+        try:
+            self.task = make_task(p["task"], int(p["width"]), int(p["length"]), int(p["repeats"]))
+        except ValueError as err:
+            raise ParamError("task", str(err)) from None
         self.window = int(p["window"])
         if self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
+            raise ParamError("window", f"must be >= 1, got {self.window}")
         self.stream: EpisodeStream | None = None
         self.seed = 0
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 
 from ...environments.batches import BatchStream, iter_batches
-from ...environments.datasets import IMAGE_SETS, load_dataset
+from ...environments.datasets import IMAGE_SETS, TRAIN_SIZES, load_dataset
 from ..base import Source
+from ..errors import ParamError
 
 
 class DatasetSource(Source):
@@ -24,7 +25,7 @@ class DatasetSource(Source):
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)
         if self.params["dataset"] not in IMAGE_SETS:
-            raise ValueError(f"unknown dataset {self.params['dataset']!r}; known: {sorted(IMAGE_SETS)}")
+            raise ParamError("dataset", f"unknown dataset {self.params['dataset']!r}; known: {sorted(IMAGE_SETS)}")
         self.image_shape, self._classes = IMAGE_SETS[self.params["dataset"]]
         self.stream: BatchStream | None = None
 
@@ -35,6 +36,10 @@ class DatasetSource(Source):
     @property
     def num_classes(self) -> int:
         return self._classes
+
+    @property
+    def train_size(self) -> int:
+        return TRAIN_SIZES[self.params["dataset"]]
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(load_dataset(self.params["dataset"], "train")) // batch_size

@@ -75,14 +75,14 @@ def test_bp_lambda_between_zero_and_one_waits_and_mixes():
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["link_defaults.lambda=1.5"], "links.0.lambda"),
+        (["link_defaults.lambda=1.5"], "link_defaults.lambda"),
         (["links.1.sg.lam=-0.1"], "links.1.sg.lam"),
         (["links.1.lambda=0.5", "links.1.sg.lam=0.2"], "links.1.lambda"),
         (['links.1.sg.host="receiver"', "links.1.lambda=0.5"], "links.1.sg.lam"),
         (["links.1.p_update=2"], "links.1.p_update"),
         (["agents.l2.p_update=-1"], "agents.l2.p_update"),
-        (['link_defaults.sg.model="transformer"'], "links.0.sg.model"),
-        (["link_defaults.sg.kernel=4"], "links.0.sg.kernel"),
+        (['link_defaults.sg.model="transformer"'], "link_defaults.sg.model"),
+        (["link_defaults.sg.kernel=4"], "link_defaults.sg.kernel"),
     ],
 )
 def test_bad_link_options_name_the_key(overrides, key):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
-from synthgrad.orchestrator.config import ConfigError, load_topology, parse_value
+from synthgrad.orchestrator.config import ConfigError, load_topology, parse_value, validate
+from synthgrad.protocol.plan import RunSettings
 
 from ..conftest import EXAMPLES
 
@@ -39,7 +42,7 @@ def test_parse_value_reads_toml_scalars_and_falls_back_to_text():
         ("run.steps=-1", "run.steps"),
         ("run.stepz=5", "run.stepz"),
         ("links.0.mode=sideways", "links.0.mode"),
-        ("link_defaults.sg.model=huge", "links.0.sg.model"),
+        ("link_defaults.sg.model=huge", "link_defaults.sg.model"),
         ("agents.l1.tick_every=0", "agents.l1.tick_every"),
         ("run.lr_decay_at=[300, 200]", "run.lr_decay_at"),
         ("run.lr_decay=1.5", "run.lr_decay"),
@@ -54,9 +57,42 @@ def test_bad_values_name_the_key_and_the_file(override, key):
     assert str(MNIST_DNI) in str(err.value)
 
 
-def test_steps_and_epochs_are_exclusive():
+def test_steps_and_epochs_are_exclusive_in_a_file():
+    doc = tomllib.loads(MNIST_DNI.read_text())
+    doc["run"].update(steps=10, epochs=2)
+    with pytest.raises(ConfigError, match="exactly one of run.steps or run.epochs") as err:
+        validate(doc)
+    assert err.value.key == "run.steps"
+
+
+def test_setting_epochs_replaces_steps_and_the_other_way_round():
+    by_epochs = load_topology(MNIST_DNI, ["run.epochs=2"]).run
+    assert (by_epochs.steps, by_epochs.epochs) == (None, 2)
+    by_steps = load_topology(MNIST_DNI, ["run.epochs=2", "run.steps=7"]).run
+    assert (by_steps.steps, by_steps.epochs) == (7, None)
+
+
+def test_null_removes_a_key():
+    assert load_topology(MNIST_DNI, ["run.batch_size=32", "run.batch_size=null"]).run.batch_size == RunSettings().batch_size
+    assert load_topology(MNIST_DNI, ["run.no_such_key=null"]).run == load_topology(MNIST_DNI).run
     with pytest.raises(ConfigError, match="exactly one of run.steps or run.epochs"):
-        load_topology(MNIST_DNI, ["run.epochs=2"])
+        load_topology(MNIST_DNI, ["run.steps=null"])
+    # The string "null" stays reachable, quoted as in TOML (and is then refused as a number).
+    with pytest.raises(ConfigError, match="must be an integer, got 'null'") as err:
+        load_topology(MNIST_DNI, ['run.batch_size="null"'])
+    assert err.value.key == "run.batch_size"
+
+
+def test_unknown_keys_suggest_the_nearest_known_one():
+    with pytest.raises(ConfigError, match="did you mean 'mode'") as err:
+        load_topology(MNIST_DNI, ["links.0.mdoe=dni"])
+    assert err.value.key == "links.0.mdoe"
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'") as err:
+        load_topology(MNIST_DNI, ["run.batchsize=3"])
+    assert err.value.key == "run.batchsize"
+    with pytest.raises(ConfigError, match="did you mean 'scale'") as err:
+        load_topology(MNIST_DNI, ["link_defaults.sg.scael=1"])
+    assert err.value.key == "link_defaults.sg.scael"
 
 
 def test_missing_file_is_a_config_error(tmp_path):

@@ -52,7 +52,7 @@ def test_agents_get_distinct_reproducible_seeds():
     ("overrides", "key", "text"),
     [
         (["agents.l2.kind=nonesuch"], "agents.l2.kind", "known kinds"),
-        (["agents.l2.depth=3"], "agents.l2.depth", "takes no such parameter"),
+        (["agents.l2.depth=3"], "agents.l2.depth", "unknown parameter of kind"),
         (['links.1.from="l1.sideways"'], "links.1.from", "no output port"),
         (['links.1.to="l3"'], "links.2.to", "already fed"),
         (['links.0.from="head"'], "links", "cycle"),
