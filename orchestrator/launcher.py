@@ -13,7 +13,7 @@ from multiprocessing import forkserver
 from typing import Protocol
 
 # What every agent needs, imported once in the fork server.  torch._dynamo is here because
-# creating the first optimiser imports it (about 1.5 s); zarr reads MNIST.  Names that are
+# creating the first optimiser imports it (about 1.5 s); zarr reads MNIST; tcp runs add CURVE.  Names that are
 # not installed are skipped by multiprocessing.
 PRELOAD = [
     "numpy",
@@ -23,17 +23,19 @@ PRELOAD = [
     "torch._dynamo",
     "zarr",
     "synthgrad.agents.runtime.process",
+    "synthgrad.protocol.curve",
+    "zmq.auth.thread",  # the ZAP handler of tcp runs (it imports asyncio)
     "synthgrad.agents.kinds.layers",
     "synthgrad.agents.kinds.source",
 ]
 
 
-def _agent_entry(name: str, control_endpoint: str, log_path: str | None) -> None:
+def _agent_entry(name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> None:
     # Imported here, not at module level, so the orchestrator need not import the runtime;
     # in the fork server it is already loaded (PRELOAD), so this costs nothing.
     from synthgrad.agents.runtime.process import agent_main
 
-    agent_main(name, control_endpoint, log_path)
+    agent_main(name, control_endpoint, log_path, keys_dir)
 
 
 class AgentHandle(Protocol):
@@ -49,10 +51,15 @@ class AgentHandle(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts agents that will connect to the orchestrator's control endpoint."""
+    """Starts agents that will connect to the orchestrator's control endpoint.
+
+    `keys_dir` (tcp runs): the key directory (protocol/curve.py) the agent loads its own
+    key pair and the orchestrator's public key from.  A path, never the keys themselves,
+    so secrets stay in files whose permissions the agent checks.
+    """
 
     def warm(self) -> None: ...
-    def start(self, name: str, control_endpoint: str, log_path: str | None) -> AgentHandle: ...
+    def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle: ...
 
 
 class ForkServerLauncher:
@@ -66,9 +73,9 @@ class ForkServerLauncher:
         """Start the fork server now, so its imports overlap with the orchestrator's work."""
         forkserver.ensure_running()
 
-    def start(self, name: str, control_endpoint: str, log_path: str | None) -> AgentHandle:
+    def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle:
         process = self.context.Process(
-            target=_agent_entry, args=(name, control_endpoint, log_path), name=f"synthgrad:{name}", daemon=True
+            target=_agent_entry, args=(name, control_endpoint, log_path, keys_dir), name=f"synthgrad:{name}", daemon=True
         )
         process.start()
         return process

@@ -1,4 +1,9 @@
-"""Endpoint strings: ``ipc://`` paths under a short per-run directory, and loopback ``tcp://``.
+"""Endpoint strings: ``ipc://`` paths under a short per-run directory, and ``tcp://``.
+
+On tcp (``run.transport = "tcp"``) every socket binds ``tcp://ADDR:*``, an ephemeral port on
+one interface address (``run.bind``, loopback by default), and reports the endpoint libzmq
+actually bound; ``check_interface`` refuses an address this host cannot bind before anything
+starts.
 
 A Unix socket path must fit ``sockaddr_un.sun_path``: 107 bytes on Linux, 103 on macOS and
 the BSDs.  libzmq fails on longer ones with an unhelpful error, and a run directory under a
@@ -10,6 +15,7 @@ hash of itself.
 import hashlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -104,3 +110,20 @@ def tcp_endpoint(host: str = "127.0.0.1", port: int = 0) -> str:
     if ":" in host and not host.startswith("["):  # IPv6 literal
         host = f"[{host}]"
     return f"tcp://{host}:{port if port else '*'}"
+
+
+def check_interface(host: str) -> None:
+    """Refuse a tcp bind address that this host cannot bind (no such interface).
+
+    Raises:
+        ValueError: naming the address and the system's reason.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host.strip("[]"), 0))
+    except OSError as err:
+        raise ValueError(
+            f"cannot bind {host!r} ({err.strerror or err}); give the address of one of this host's "
+            "interfaces (127.0.0.1 keeps the run on this host)"
+        ) from None

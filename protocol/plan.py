@@ -70,6 +70,8 @@ class LinkMode(str, enum.Enum):
 SG_MODELS = ("linear", "mlp", "conv")
 SG_HOSTS = ("sender", "receiver")
 OPTIMIZERS = ("adam", "sgd")
+NONFINITE_POLICIES = ("stop", "warn", "skip")  # agents/runtime/nonfinite.py
+TRANSPORTS = ("ipc", "tcp")  # ipc: one host, private directory; tcp: CurveZMQ mandatory
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -91,7 +93,7 @@ def _check_keys(cls: type, data: dict, where: str, optional: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The `[run]` table: one run's budget, batching, optimiser and timers.
+    """The `[run]` table: one run's budget, batching, optimiser, timers and transport.
 
     Exactly one of `steps` (training steps) or `epochs` is given (config.py checks it).
     `lr_decay_at`: the paper's step decay; at each listed step every agent's own learning rate
@@ -112,7 +114,14 @@ class RunSettings:
     hwm: int = 4  # messages a data socket buffers before its sender must wait (back-pressure)
     register_timeout_s: float = 60.0
     metrics_every_s: float = 1.0
+    on_nonfinite: str = "stop"  # one of NONFINITE_POLICIES: what an agent does with a NaN or inf
     runs_dir: str = "runs"
+    # Transport (docs/security.md): ipc for one host; tcp binds `tcp://bind:*` (ephemeral
+    # ports, reported to peers) with CURVE mandatory, keys from `keys` (a key directory from
+    # `synthgrad keys generate`) or, when None, fresh ones in the run directory.
+    transport: str = "ipc"  # one of TRANSPORTS
+    bind: str = "127.0.0.1"  # the interface address every tcp socket binds (and peers dial)
+    keys: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

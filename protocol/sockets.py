@@ -2,8 +2,9 @@
 
 Data plane: every agent binds one PULL (``bind_pull``) and connects one PUSH per peer
 (``connect_push``).  Control plane: the orchestrator binds a ROUTER (``bind_router``) and each
-agent connects a DEALER named after itself (``connect_dealer``).  The binding side is the
-CurveZMQ server, the connecting side the client.
+agent connects a DEALER named after itself (``connect_dealer``).  With ``CurveKeys`` the
+binding side is the CurveZMQ server, the connecting side the client; a server socket also
+names the ZAP domain ``ZAP_DOMAIN``, whose handler (protocol/curve.py) holds the allow-list.
 
 Every socket has linger 0 (closing never waits for unsent messages), high-water marks for
 back-pressure, and, where it receives, ``ZMQ_MAXMSGSIZE`` from the limits so that libzmq
@@ -21,14 +22,19 @@ from .limits import DEFAULT_LIMITS, Limits
 #: is the back-pressure between agents; raise it for streams of small messages.
 DEFAULT_HWM = 100
 
+#: The ZAP domain of every CURVE server socket; `curve.start_authenticator` serves it.
+ZAP_DOMAIN = b"synthgrad"
+
 
 @dataclass(frozen=True)
 class CurveKeys:
     """CurveZMQ keys (Z85 bytes, 40 characters each) for a socket.
 
     Binding (server) sockets need ``public`` and ``secret``; connecting (client) sockets
-    also need ``server_public``.  Applying keys encrypts the connection; authenticating
-    clients (a ZAP handler with an allow-list) is not done yet.
+    also need ``server_public``, the key they expect the server to prove it holds.  Keys
+    encrypt the connection and authenticate the server; which clients a server accepts is
+    the allow-list of its context's ZAP handler (`curve.start_authenticator`): without one,
+    libzmq accepts every client.
     """
 
     public: bytes
@@ -139,6 +145,7 @@ def _apply_curve(sock: zmq.Socket, keys: CurveKeys, server: bool) -> None:
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
     if server:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
     else:
         if keys.server_public is None:
             raise ValueError("a connecting socket needs CurveKeys.server_public")
