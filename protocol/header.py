@@ -13,7 +13,7 @@ from .errors import ProtocolError
 from .kinds import Kind, kind_problem
 from .layout import ALIGN, MAGIC, MAX_HEADER_BYTES, PREFIX_SIZE, PROTOCOL_VERSION, align
 from .limits import DEFAULT_LIMITS, Limits
-from .meta import check_meta
+from .meta import check_meta, check_value, unique_str_keys
 
 _KEYS = ("run", "src", "port", "tensors", "meta")
 _ZEROS = bytes(ALIGN)
@@ -97,15 +97,29 @@ def _no_ext(code: int, data: bytes) -> None:
 def parse_header(raw: bytes, limits: Limits) -> Header:
     """Unpack and validate the header map ``raw``; compute the canonical frame layout.
 
+    Every map in the header, at any depth, has str keys (an int key fails msgpack's
+    ``strict_map_key``, a bin key ``unique_str_keys``), each at most once.  The values of
+    unknown keys and the descriptor elements after the fourth are ignored, but checked as
+    meta values are (primitives, ``limits.max_meta_depth``), so that no part of a valid
+    header nests deeper than 3 + ``max_meta_depth`` levels.
+
     Raises:
-        ProtocolError: not a msgpack map, a required key missing or mistyped, a descriptor
-            invalid or beyond ``limits``, or meta not primitives.
+        ProtocolError: not a msgpack map, a non-str or repeated map key, a required key
+            missing or mistyped, a descriptor invalid or beyond ``limits``, or meta (or an
+            ignored value) not primitives within the meta limits.
     """
     try:
         # Defaults build nothing but primitives; the ext hook refuses extension types
-        # (timestamps arrive as msgpack.Timestamp and fail the meta check instead).
-        # msgpack bounds every length by len(raw), and raw is at most 64 KiB.
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        # (timestamps arrive as msgpack.Timestamp and fail the primitive checks instead).
+        # msgpack bounds every length by len(raw), and raw is at most 64 KiB; its C
+        # unpacker refuses nesting beyond 1024 levels (StackError) before any check here.
+        header = msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_no_ext,
+            object_pairs_hook=unique_str_keys,
+        )
     except ProtocolError:
         raise
     except Exception as exc:
@@ -126,6 +140,10 @@ def parse_header(raw: bytes, limits: Limits) -> Header:
     if len(descs) > limits.max_tensors:
         raise ProtocolError(f"{len(descs)} tensors exceed the limit of {limits.max_tensors}")
     check_meta(meta, limits)
+    if len(header) != len(_KEYS):
+        for key, value in header.items():
+            if key not in _KEYS:  # a later minor's key: ignored, but bounded as meta is
+                check_value(value, f"header[{key!r}]", limits)
 
     specs = []
     seen = set()
@@ -145,6 +163,17 @@ def parse_header(raw: bytes, limits: Limits) -> Header:
             raise ProtocolError(
                 f"tensor {name!r} is {nbytes} bytes, over the limit of {limits.max_tensor_bytes}"
             )
+        if not count and shape:
+            # An empty tensor is still bounded, as if each 0 were a 1, so that no dimension
+            # is too large for an array to hold (numpy refuses dimensions beyond intp).
+            span = dtype.itemsize
+            for dim in shape:
+                span *= dim or 1
+            if span > limits.max_tensor_bytes:
+                raise ProtocolError(
+                    f"tensor {name!r} has shape {shape!r}: counting each 0 as 1 it would be "
+                    f"{span} bytes, over the limit of {limits.max_tensor_bytes}"
+                )
         view_shape = None if len(shape) == 1 else tuple(shape)
         if inline:
             offset = align(offset)
@@ -167,6 +196,8 @@ def _check_descriptor(i: int, desc: object, limits: Limits) -> tuple:
     if type(desc) is not list or len(desc) < 4:
         raise ProtocolError(f"tensor descriptor {i} must be [name, dtype, shape, inline]")
     name, dtype_name, shape, inline = desc[:4]  # later elements: a future minor's, ignored
+    for j in range(4, len(desc)):
+        check_value(desc[j], f"tensor descriptor {i} element {j}", limits)
     if type(name) is not str or not name:
         raise ProtocolError(f"tensor descriptor {i}: name must be a non-empty str")
     dtype = WIRE_DTYPES.get(dtype_name) if type(dtype_name) is str else None
@@ -178,7 +209,7 @@ def _check_descriptor(i: int, desc: object, limits: Limits) -> tuple:
         raise ProtocolError(
             f"tensor {name!r} has {len(shape)} dims, over the limit of {limits.max_dims}"
         )
-    for dim in shape:
+    for dim in shape:  # any msgpack int format (fixint, uint8..uint64, int8..int64)
         if type(dim) is not int or dim < 0:
             raise ProtocolError(f"tensor {name!r}: shape {shape!r} must hold uints")
     if type(inline) is not bool:

@@ -22,17 +22,53 @@ def check_meta(meta: object, limits: Limits) -> None:
     _check(meta, "meta", 1, [limits.max_meta_items], limits.max_meta_depth)
 
 
+def check_value(value: object, where: str, limits: Limits) -> None:
+    """Raise ProtocolError unless ``value`` would be a valid value of ``meta``.
+
+    The same rules as ``check_meta`` for one value that is not under ``meta``: the value of
+    an unknown header key, or a descriptor element after the fourth (both of which a
+    receiver ignores, but still bounds).  ``value`` itself is depth 1, as ``meta`` is.
+
+    Args:
+        where: how the error names the value, e.g. ``"header['future']"``.
+    """
+    _check(value, where, 1, [limits.max_meta_items], limits.max_meta_depth)
+
+
+def unique_str_keys(pairs: list) -> dict:
+    """msgpack ``object_pairs_hook``: the map of ``pairs``, refusing non-str and repeated keys.
+
+    msgpack itself keeps the last of repeated keys silently, so two readers of one map could
+    disagree on its contents; and a bin key would read as a str elsewhere.  Both are refused
+    everywhere in the header map (meta and nested maps included).
+
+    Raises:
+        ProtocolError: a key is not a str, or a key appears twice in one map.
+    """
+    out = dict(pairs)
+    for key in out:
+        if type(key) is not str:
+            raise ProtocolError(f"map key {key!r} is not a str")
+    if len(out) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ProtocolError(f"map key {key!r} appears twice in one map")
+            seen.add(key)
+    return out
+
+
 def _check(value: object, where: str, depth: int, budget: list, max_depth: int) -> None:
     budget[0] -= 1
     if budget[0] < 0:
-        raise ProtocolError(f"meta holds more than the limit of values (at {where})")
+        raise ProtocolError(f"more than the limit of values (max_meta_items) at {where}")
     if isinstance(value, _SCALARS):
         if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
             raise ProtocolError(f"{where}: int {value} does not fit msgpack's 64 bits")
         return
     if isinstance(value, dict):
         if depth > max_depth:
-            raise ProtocolError(f"{where}: meta nests deeper than {max_depth}")
+            raise ProtocolError(f"{where}: nests deeper than {max_depth} levels")
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ProtocolError(f"{where}: map key {key!r} is not a str")
@@ -40,7 +76,7 @@ def _check(value: object, where: str, depth: int, budget: list, max_depth: int) 
         return
     if isinstance(value, (list, tuple)):
         if depth > max_depth:
-            raise ProtocolError(f"{where}: meta nests deeper than {max_depth}")
+            raise ProtocolError(f"{where}: nests deeper than {max_depth} levels")
         for i, item in enumerate(value):
             _check(item, f"{where}[{i}]", depth + 1, budget, max_depth)
         return

@@ -19,6 +19,9 @@ from synthgrad.protocol import (
     encode,
 )
 from synthgrad.protocol.kinds import LINK_KINDS
+from synthgrad.protocol.limits import Limits
+
+from .wirecraft import craft, valid_header
 
 LINK_AND_CTX = LINK_KINDS | {Kind.CTX}
 NEEDS_SRC = LINK_AND_CTX | {Kind.HELLO}
@@ -362,3 +365,157 @@ def test_decoded_meta_is_a_fresh_map_per_message() -> None:
     first = decode(frames)
     first.meta["scribble"] = 1
     assert decode(frames).meta == {}
+
+
+# ----------------------------------------------------------------------------- header maps by hand
+# docs/PROTOCOL.md section 4: str keys only, each once, in every map; shape entries in any
+# msgpack int format; ignored values bounded as meta is.  These maps are written byte by byte,
+# as a client in another language might write them (msgpack ints are big-endian).
+
+
+def packed_map(pairs: list) -> bytes:
+    """A msgpack map from (key, value) pairs; a bytes value is taken as already packed."""
+    assert len(pairs) < 16
+    out = bytes([0x80 | len(pairs)])
+    for key, value in pairs:
+        out += msgpack.packb(key) + (value if isinstance(value, bytes) else msgpack.packb(value))
+    return out
+
+
+def header_pairs(shape: bytes = b"\x91\x02", meta: bytes = b"\x80", desc_extra: bytes = b"") -> list:
+    """The pairs of the reference header (valid_header), with the shape array, meta and
+    descriptor elements after the fourth given as packed bytes."""
+    n = 4 + (1 if desc_extra else 0)
+    desc = bytes([0x90 | n]) + msgpack.packb("h") + msgpack.packb("float32") + shape + b"\xc3" + desc_extra
+    return [("run", "r1"), ("src", "l1"), ("port", "in"), ("tensors", b"\x91" + desc), ("meta", meta)]
+
+
+@pytest.mark.parametrize(
+    "two",
+    [
+        b"\x02",  # positive fixint
+        b"\xcc\x02",  # uint 8
+        b"\xcd\x00\x02",  # uint 16
+        b"\xce\x00\x00\x00\x02",  # uint 32
+        b"\xcf" + (2).to_bytes(8, "big"),  # uint 64
+        b"\xd0\x02",  # int 8
+        b"\xd1\x00\x02",  # int 16
+        b"\xd2\x00\x00\x00\x02",  # int 32
+        b"\xd3" + (2).to_bytes(8, "big"),  # int 64
+    ],
+)
+def test_shape_entries_in_any_msgpack_int_format_decode_the_same(two: bytes) -> None:
+    out = decode([craft(packed_map(header_pairs(shape=b"\x91" + two)))])
+    assert out.tensors["h"].shape == (2,) and out.tensors["h"].tolist() == [1.0, -2.0]
+    one_by_two = decode([craft(packed_map(header_pairs(shape=b"\x92\xcd\x00\x01" + two)))])
+    assert one_by_two.tensors["h"].tolist() == [[1.0, -2.0]]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"\xfe",  # negative fixint -2
+        b"\xd0\xfe",  # int 8
+        b"\xd1\xff\xfe",  # int 16
+        b"\xd2\xff\xff\xff\xfe",  # int 32
+        b"\xd3" + (-2).to_bytes(8, "big", signed=True),  # int 64
+        b"\xca\x40\x00\x00\x00",  # float 32: 2.0
+        b"\xc3",  # true
+        b"\xc0",  # nil
+        b"\xa1\x32",  # "2"
+    ],
+)
+def test_shape_entries_that_are_not_non_negative_ints_are_refused(entry: bytes) -> None:
+    with pytest.raises(ProtocolError, match="must hold uints"):
+        decode([craft(packed_map(header_pairs(shape=b"\x91" + entry)))])
+
+
+def test_an_empty_tensor_is_bounded_as_if_each_zero_were_one() -> None:
+    empty = [["h", "float32", [0, 5], True]]
+    assert decode([craft(valid_header(tensors=empty), b"")]).tensors["h"].shape == (0, 5)
+    huge = b"\x92\x00\xcf" + (2**63).to_bytes(8, "big")  # [0, 2**63]: 0 bytes, no array holds it
+    with pytest.raises(ProtocolError, match="counting each 0 as 1"):
+        decode([craft(packed_map(header_pairs(shape=huge)), b"")])
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        header_pairs() + [("run", "r2")],  # the header map
+        header_pairs() + [("src", "l1")],  # even with the same value
+        header_pairs(meta=packed_map([("a", 1), ("a", 2)])),  # meta
+        header_pairs(meta=packed_map([("m", packed_map([("b", 1), ("b", 1)]))])),  # nested in meta
+        header_pairs() + [("future", packed_map([("c", 1), ("c", 2)]))],  # an ignored value
+        header_pairs(desc_extra=packed_map([("d", 1), ("d", 2)])),  # a descriptor's extra element
+    ],
+    ids=["header", "header-same-value", "meta", "nested", "unknown-key", "descriptor-extra"],
+)
+def test_repeated_map_keys_are_refused_anywhere(pairs: list) -> None:
+    with pytest.raises(ProtocolError, match="appears twice"):
+        decode([craft(packed_map(pairs))])
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        header_pairs() + [(1, "x")],  # int key in the header map
+        header_pairs() + [(None, "x")],  # nil key
+        header_pairs() + [(1.5, "x")],  # float key
+        header_pairs() + [(b"run", "r2")],  # bin key, even one that spells a known key
+        header_pairs(meta=packed_map([(b"k", 1)])),
+        header_pairs(meta=packed_map([("m", packed_map([(7, 1)]))])),
+        header_pairs() + [("future", packed_map([(b"k", 1)]))],
+    ],
+    ids=["int", "nil", "float", "bin-header", "bin-meta", "int-nested", "bin-unknown-key"],
+)
+def test_non_str_map_keys_are_refused_anywhere(pairs: list) -> None:
+    with pytest.raises(ProtocolError):
+        decode([craft(packed_map(pairs))])
+
+
+def nested_arrays(levels: int) -> bytes:
+    """`levels` nested one-element arrays around a nil, packed."""
+    return b"\x91" * levels + b"\xc0"
+
+
+def test_ignored_values_nest_at_most_as_deep_as_meta() -> None:
+    depth = Limits().max_meta_depth  # 32
+    ok = decode([craft(packed_map(header_pairs() + [("future", nested_arrays(depth))]))])
+    assert ok.tensors["h"].tolist() == [1.0, -2.0]
+    for pairs in (
+        header_pairs() + [("future", nested_arrays(depth + 1))],
+        header_pairs(desc_extra=nested_arrays(depth + 1)),
+        header_pairs(meta=packed_map([("m", nested_arrays(depth))])),  # meta is level 1
+    ):
+        with pytest.raises(ProtocolError, match=f"nests deeper than {depth} levels"):
+            decode([craft(packed_map(pairs))])
+    assert decode([craft(packed_map(header_pairs(desc_extra=nested_arrays(depth))))]).tensors
+
+
+def test_the_depth_limit_follows_the_limits_and_never_the_descriptors() -> None:
+    # A depth of 1 still admits tensors: descriptors are checked by their own rules.
+    shallow = Limits(max_meta_depth=1)
+    assert decode([craft(valid_header())], shallow).tensors["h"].tolist() == [1.0, -2.0]
+    with pytest.raises(ProtocolError, match="nests deeper than 1 levels"):
+        decode([craft(valid_header(future=[[1]]))], shallow)
+    with pytest.raises(ProtocolError, match="nests deeper than 1 levels"):
+        decode([craft(valid_header(meta={"a": [1]}))], shallow)
+
+
+def test_a_parser_bomb_of_nesting_is_refused_quickly() -> None:
+    # 60,000 nested arrays fit in a 64 KiB header; msgpack's own stack limit refuses them.
+    with pytest.raises(ProtocolError):
+        decode([craft(packed_map(header_pairs() + [("future", nested_arrays(60_000))]))])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [msgpack.Timestamp(1), msgpack.ExtType(5, b"x")],
+    ids=["timestamp", "ext"],
+)
+def test_extension_types_are_refused_in_ignored_values_too(value: object) -> None:
+    with pytest.raises(ProtocolError, match="extension type|not a msgpack primitive"):
+        decode([craft(valid_header(future={"t": value}))])
+    with pytest.raises(ProtocolError, match="extension type|not a msgpack primitive"):
+        decode([craft(valid_header(tensors=[["h", "float32", [2], True, value]]))])
+
