@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import copy
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .errors import FabricError, UnknownName
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import pytest
-import tomllib
 from synthgrad.orchestrator import builder
 from synthgrad.orchestrator.config import ConfigError, load_topology, validate
 
