@@ -1,4 +1,4 @@
-"""`synthgrad`: one program, one verb per task (run, compose, agents, place, simulate)."""
+"""`synthgrad`: one program, one verb per task (run, compose, agents, place, simulate, keys)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"synthgrad run: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    # Start the fork server first: it imports torch while this process plans the run.
-    from .launcher import ForkServerLauncher
-
-    launcher = ForkServerLauncher()
-    launcher.warm()
+    # Plan before anything starts: a topology that cannot run leaves no process behind.
     from .plan import plan_run
 
     try:
@@ -42,10 +38,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"synthgrad run: {args.file}: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    from .progress import Progress
-    from .rundir import RunDir
-    from .supervisor import Interrupted, RunFailed, Supervisor
-
     placement = None
     if args.fabric or args.pin:
         try:
@@ -53,6 +45,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as err:  # unknown preset or method, or agents that do not fit
             print(f"synthgrad run: {err}", file=sys.stderr)
             return EXIT_CONFIG
+    from .keys import prepare_transport
+
+    try:  # tcp: the bind address and the key files are checked before anything starts
+        keys = prepare_transport(topology.run, plan.order)
+    except ValueError as err:  # KeyFileError too: it names the file and the fix
+        print(f"synthgrad run: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    # The fork server imports torch while this process writes the run directory.
+    from .launcher import ForkServerLauncher
+
+    launcher = ForkServerLauncher()
+    launcher.warm()
+    from .progress import Progress
+    from .reports import drop_warnings
+    from .rundir import RunDir
+    from .supervisor import Interrupted, RunFailed, Supervisor
     run_dir = RunDir(args.runs_dir or topology.run.runs_dir, topology.run.name)
     if placement is not None:
         run_dir.write_json("placement.json", placement)
@@ -70,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
     )
     progress = Progress(topology.run.batch_size, enabled=not args.quiet)
-    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0)
+    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys)
     try:
         summary = supervisor.run()
     except RunFailed as err:
@@ -91,9 +99,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
     )
     rejects = {n: a["rejected"] for n, a in summary["agents"].items() if a.get("rejected")}
+    if summary.get("control_rejected"):
+        rejects["orchestrator (control)"] = summary["control_rejected"]
     if rejects:
         listed = "; ".join(f"{n}: " + ", ".join(f"{r} {c}" for r, c in sorted(by.items())) for n, by in rejects.items())
         print(f"rejected messages (dropped, counted by reason): {listed}")
+    for line in drop_warnings(summary["agents"]):
+        print(line, file=sys.stderr)
+    nonfinite = {n: a["nonfinite"] for n, a in summary["agents"].items() if a.get("nonfinite")}
+    if nonfinite:
+        listed = "; ".join(f"{n}: " + ", ".join(f"{q} {c}" for q, c in sorted(by.items())) for n, by in nonfinite.items())
+        print(f"warning: non-finite values (run.on_nonfinite = {topology.run.on_nonfinite!r}): {listed}", file=sys.stderr)
     if args.json:
         _print_json(summary)
     return 0
@@ -195,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_place_parser(verbs)
     add_simulate_parser(verbs)
+    from .keys import add_keys_parser
+
+    add_keys_parser(verbs)
     return parser
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import zmq
 
+from ..agents.runtime.admission import RejectLog
 from ..protocol import (
     IpcNamespace,
     Kind,
@@ -23,13 +25,17 @@ from ..protocol import (
     ProtocolError,
     bind_router,
     new_context,
-    recv_routed,
     send_routed,
+    tcp_endpoint,
 )
+from ..protocol.curve import start_authenticator
 from ..protocol.lifecycle import Lifecycle
+from ..protocol.transport import recv_routed_with_user
+from .keys import RunKeys, fresh_run_keys
 from .launcher import AgentHandle, Launcher
 from .plan import RunPlan
 from .progress import Progress
+from .reports import COUNTERS, check_report, counters
 from .rundir import RunDir
 
 STOP_GRACE_S = 2.0
@@ -62,18 +68,27 @@ class AgentRecord:
     def advance(self, state: Lifecycle) -> None:
         self.state = self.state.advance(state)
 
-    def rejects(self) -> dict[str, int]:
-        """Messages this agent rejected, by reason, as of its last metrics report."""
-        prefix = "rejected."
-        return {k[len(prefix):]: int(v) for k, v in self.last_metrics.items() if k.startswith(prefix)}
+    def summary(self) -> dict:
+        """summary.json's entry for this agent; the counters as of its last metrics report."""
+        return {
+            "pid": self.pid, "steps": self.steps, "state": self.state.value, "restarts": 0,
+            **{prefix[:-1]: counters(self.last_metrics, prefix) for prefix in COUNTERS},
+        }
 
 
 class Supervisor:
     """Runs one plan to its end; `run()` returns the summary dict."""
 
     def __init__(
-        self, plan: RunPlan, run_dir: RunDir, launcher: Launcher, progress: Progress, started_at: float | None = None
+        self,
+        plan: RunPlan,
+        run_dir: RunDir,
+        launcher: Launcher,
+        progress: Progress,
+        started_at: float | None = None,
+        keys: RunKeys | None = None,
     ) -> None:
+        """`keys`: a tcp run's keys (orchestrator/keys.py); None on tcp makes fresh ones."""
         self.started_at = started_at if started_at is not None else time.monotonic()
         self.plan = plan
         self.run_dir = run_dir
@@ -82,11 +97,18 @@ class Supervisor:
         self.run_id = run_dir.path.name
         self.zctx = new_context()
         self.ipc = IpcNamespace()
-        self.router, self.endpoint = bind_router(self.zctx, self.ipc.endpoint("control"), hwm=0)
+        run = plan.topology.run
+        self.keys, self.auth, self.data_endpoints = None, None, {}
+        if run.transport == "tcp":  # CURVE is mandatory on tcp (docs/security.md)
+            self.keys = keys or fresh_run_keys(run_dir.path, plan.order)
+            self.auth = start_authenticator(self.zctx, self.keys.allow_list(log))  # before the bind
+        where = tcp_endpoint(run.bind) if self.keys else self.ipc.endpoint("control")
+        self.router, self.endpoint = bind_router(self.zctx, where, hwm=0, curve=self.keys and self.keys.server)
         self.agents: dict[str, AgentRecord] = {}
         self.evaluations: list[dict] = []
         self.budget = 0
-        self.rejected = 0
+        self.rejected: Counter[str] = Counter()  # control messages dropped, by reason (reports.py)
+        self.reject_log = RejectLog(log, "control plane")
         self.unreachable: set[str] = set()
         self._signal: int | None = None
         self.timings: dict[str, float] = {}
@@ -123,9 +145,8 @@ class Supervisor:
     def _refuse_stranger(self, identity: bytes, msg: Message) -> None:
         """A control message from a name that is not an agent of this run: an ERROR reply
         (so a misconfigured agent learns why) and a log line; never an exception."""
-        self.rejected += 1
         name = identity.decode(errors="replace")
-        log.warning("rejected %s from %r: no agent of this run has that name", msg.kind.name, name)
+        self._reject("stranger", f"{msg.kind.name} from {name!r}: no agent of this run has that name")
         if msg.kind == Kind.HELLO:
             reply = Message(kind=Kind.ERROR, run=self.run_id, meta={"error": f"no agent named {name!r} in run {self.run_id}"})
             try:
@@ -135,19 +156,35 @@ class Supervisor:
 
     def _receive(self, timeout_ms: int) -> tuple[str, Message] | None:
         try:
-            got = recv_routed(self.router, timeout_ms=timeout_ms)
+            got = recv_routed_with_user(self.router, timeout_ms=timeout_ms)
         except ProtocolError as err:
-            self.rejected += 1
-            log.warning("rejected a malformed control message: %s", err)
+            self._reject("decode", str(err))
             return None
         if got is None:
             return None
-        identity, msg = got
+        identity, user, msg = got
         name = identity.decode(errors="replace")
         if name not in self.agents:
             self._refuse_stranger(identity, msg)
             return None
+        if self.keys is not None and user != self.keys.agents[name].decode():
+            # A listed key speaking under another agent's name: the key is the identity.
+            self._reject("key", f"{msg.kind.name} from {name!r}: its connection holds another agent's CURVE key")
+            return None
+        if msg.run != self.run_id and not (msg.kind == Kind.HELLO and msg.run == ""):
+            self._reject("run", f"{msg.kind.name} from {name!r} carries run {msg.run!r}, not {self.run_id!r}")
+            return None
+        problem = check_report(msg.kind, msg.meta)
+        if problem is not None:
+            self._reject("report", f"{msg.kind.name} from {name!r}: {problem}")
+            return None
         return name, msg
+
+    def _reject(self, reason: str, detail: str) -> None:
+        """Drop one control message: counted by reason (summary.json's `control_rejected`) and
+        logged with a rate limit; never an exception."""
+        self.rejected[reason] += 1
+        self.reject_log(reason, detail)
 
     def _handle(self, name: str, msg: Message) -> None:
         state = self.agents[name]
@@ -160,6 +197,8 @@ class Supervisor:
         elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == Lifecycle.READY.value:
             state.advance(Lifecycle.READY)
             self.budget = max(self.budget, int(msg.meta.get("budget", 0)))
+            if self.keys is not None:  # tcp: the ports the agent bound, for START
+                self.data_endpoints[name] = self._bound_endpoints(name, msg.meta.get("endpoints"))
         elif msg.kind == Kind.METRICS:
             meta = dict(msg.meta)
             state.steps = int(meta.get("steps", state.steps))
@@ -170,6 +209,15 @@ class Supervisor:
             if "eval" in meta:
                 self.evaluations.append({"agent": name, **meta})
             self.progress.update(name, meta, self.budget)
+
+    @staticmethod
+    def _bound_endpoints(name: str, given) -> dict[str, str]:
+        def usable(plane: str) -> bool:
+            return isinstance(given.get(plane), str) and given[plane].startswith("tcp://")
+
+        if not isinstance(given, dict) or not (usable("fwd") and usable("bwd")):
+            raise RunFailed(f"agent {name!r} reported no tcp endpoints for fwd and bwd: {given!r}")
+        return {"fwd": given["fwd"], "bwd": given["bwd"]}
 
     def _check_processes(self, stopping: bool = False) -> None:
         for name, state in self.agents.items():
@@ -202,7 +250,8 @@ class Supervisor:
     def _launch(self) -> None:
         t0 = time.monotonic()
         for name in self.plan.order:
-            handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)))
+            keys_dir = str(self.keys.path) if self.keys else None
+            handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir)
             self.agents[name] = AgentRecord(handle=handle, pid=handle.pid)
         timeout = self.plan.topology.run.register_timeout_s
         self._wait_for(Lifecycle.REGISTERED, timeout)
@@ -210,19 +259,25 @@ class Supervisor:
         self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
         self.run_dir.write_json(
             "agents.json",
-            {"ipc_dir": self.ipc.path, "agents": {n: {"pid": s.pid} for n, s in self.agents.items()}},
+            {"ipc_dir": self.ipc.path, "control": self.endpoint, "agents": {n: {"pid": s.pid} for n, s in self.agents.items()}},
         )
-        endpoints = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
+        if self.keys is None:
+            plane = {"endpoints": {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}}
+        else:  # tcp: agents bind ephemeral ports and report them when ready; START carries them
+            plane = {"keys": self.keys.wire()}
         for name in self.agents:
-            meta = {"spec": self.plan.agents[name].to_wire(), "endpoints": endpoints, "run_dir": str(self.run_dir.path)}
+            meta = {"spec": self.plan.agents[name].to_wire(), "run_dir": str(self.run_dir.path), **plane}
             self._send(name, Kind.WELCOME, meta)
         self._wait_for(Lifecycle.READY, timeout)
+        if self.keys is not None:
+            self.run_dir.write_json("endpoints.json", {"control": self.endpoint, "agents": self.data_endpoints})
         self.timings["ready_s"] = time.monotonic() - t0
 
     def _train(self) -> None:
         terminals = self.plan.terminals
+        start = {"endpoints": self.data_endpoints} if self.keys is not None else None
         for name, state in self.agents.items():
-            self._send(name, Kind.START)
+            self._send(name, Kind.START, start)
             state.advance(Lifecycle.RUNNING)
         self.t_start = time.monotonic()
         next_beat = 0.0
@@ -264,6 +319,8 @@ class Supervisor:
         finally:
             self._stop()
             self.router.close(0)
+            if self.auth is not None:  # its thread uses sockets of the context: stop it first
+                self.auth.stop()
             self.zctx.term()
             self.ipc.cleanup()
             self.run_dir.close()
@@ -286,9 +343,7 @@ class Supervisor:
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,
-            "agents": {
-                n: {"pid": s.pid, "steps": s.steps, "state": s.state.value, "restarts": 0, "rejected": s.rejects()}
-                for n, s in self.agents.items()
-            },
+            "control_rejected": dict(self.rejected),
+            "agents": {n: s.summary() for n, s in self.agents.items()},
         }
 

@@ -59,8 +59,10 @@ class Admission:
         self.backward_ports: dict[tuple[str, str], tuple[int, ...]] = {
             (link.dst, link.src_port): tuple(plan.out_shapes[link.src_port])
             for link in plan.out_links
-            if not link.context
+            if not link.context and link.mode.carries_gradient
         }
+        # Links of mode `none`: a gradient on one is of a kind this link never carries.
+        self.gradient_free = {(link.dst, link.src_port) for link in plan.out_links if not link.context and not link.mode.carries_gradient}
         self.max_batch = max(plan.run.batch_size, plan.run.eval_batch_size)
 
     def _tensor(self, msg: Message, name: str, shape: tuple[int, ...], floating: bool) -> str | None:
@@ -90,6 +92,8 @@ class Admission:
         if msg.kind not in (Kind.GRAD, Kind.SYNTH_GRAD):
             return "kind"
         shape = self.backward_ports.get((msg.src, msg.port))
+        if (msg.src, msg.port) in self.gradient_free:
+            return "kind"
         if shape is None:
             return "sender" if msg.port in {p for _, p in self.backward_ports} else "port"
         return self._tensor(msg, "g", shape, True)

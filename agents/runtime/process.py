@@ -7,6 +7,13 @@ and control sockets are always drained; the forward socket is read only when the
 ready for its next step and everything it produced has been handed to ZeroMQ.  So a locked
 (backprop) link stops reading until its gradient arrives, high-water marks push back to the
 source, and no cycle of full queues can deadlock: gradients always have somewhere to go.
+
+On tcp (a `keys_dir` given) every socket uses CURVE (docs/security.md): the agent's own key
+pair from the key directory serves its PULLs and signs its PUSHes and DEALER; its ZAP
+handler admits only the agents linked to it (their public keys come in WELCOME), and a data
+message whose connection's key is not the key of the agent its `src` names is rejected as
+`sender`.  The PULLs bind ephemeral ports, reported in the ready heartbeat; START brings
+every agent's endpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 import zmq
 
 from ...protocol import (
+    CurveKeys,
     Kind,
     Message,
     ProtocolError,
@@ -34,12 +42,23 @@ from ...protocol import (
     new_context,
     recv_message,
     send_message,
+    tcp_endpoint,
+)
+from ...protocol.curve import (
+    AllowList,
+    load_public,
+    load_secret,
+    public_file,
+    secret_file,
+    start_authenticator,
 )
 from ...protocol.lifecycle import Lifecycle
 from ...protocol.plan import AgentPlan
+from ...protocol.transport import recv_message_with_user
 from .admission import Admission, RejectLog
 from .build import build_core
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
+from .nonfinite import NonFiniteError
 
 HEARTBEAT_S = 1.0
 ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit
@@ -79,10 +98,26 @@ def _isolate(log_path: str | None) -> None:
 class AgentProcess:
     """Registers with the orchestrator, builds the agent from its welcome, runs its loop."""
 
-    def __init__(self, name: str, control_endpoint: str) -> None:
+    def __init__(self, name: str, control_endpoint: str, keys_dir: str | None = None) -> None:
+        """Connect to the orchestrator (with CURVE when `keys_dir` is given).
+
+        Raises:
+            KeyFileError: a key file is missing or not private (protocol/curve.py).
+        """
         self.name = name
         self.zctx = new_context()
-        self.control = connect_dealer(self.zctx, control_endpoint, identity=name)
+        self.own_keys: CurveKeys | None = None  # tcp: this agent's pair
+        self.peer_keys: dict[str, str] | None = None  # tcp: Z85 public keys by agent, from WELCOME
+        self.auth = None
+        control_keys = None
+        if keys_dir is not None:
+            public, secret = load_secret(secret_file(keys_dir, name))
+            self.own_keys = CurveKeys(public, secret)
+            control_keys = CurveKeys(public, secret, load_public(public_file(keys_dir)))
+            # Empty until WELCOME names the peers; before that no peer knows our endpoints.
+            self.allow = AllowList(logger=log)
+            self.auth = start_authenticator(self.zctx, self.allow)
+        self.control = connect_dealer(self.zctx, control_endpoint, identity=name, curve=control_keys)
         self.core: AgentCore | None = None
         self.run_id = ""
         self.state = Lifecycle.SPAWNED
@@ -108,7 +143,11 @@ class AgentProcess:
                 continue
             if msg.kind == Kind.STOP:
                 raise SystemExit(0)
+            if msg.kind == Kind.ERROR:  # refused (e.g. a name the run does not have): say why, leave
+                log.error("%s: the orchestrator refused this agent: %s", self.name, msg.meta.get("error", ""))
+                raise SystemExit(2)
             if msg.kind == kind:
+                self.last_heard = time.monotonic()
                 return msg
         raise TimeoutError(f"{self.name}: no {kind.name} from the orchestrator within {timeout_s:.0f} s")
 
@@ -126,28 +165,42 @@ class AgentProcess:
         self.state = self.state.advance(Lifecycle.REGISTERED)
         welcome = self._await(Kind.WELCOME, timeout_s)
         self.run_id = welcome.run
-        plan, self.endpoints = AgentPlan.from_wire(welcome.meta["spec"]), welcome.meta["endpoints"]
+        plan, self.endpoints = AgentPlan.from_wire(welcome.meta["spec"]), welcome.meta.get("endpoints", {})
         self.run_dir = Path(welcome.meta["run_dir"])
         self.hwm = plan.run.hwm
         if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
         self.core = build_core(plan)
         self.admission = Admission(plan)
-        own = self.endpoints[self.name]
-        self.fwd, _ = bind_pull(self.zctx, own[FORWARD], hwm=self.hwm)
-        self.bwd, _ = bind_pull(self.zctx, own[BACKWARD], hwm=0)  # gradients are always drained
+        if self.own_keys is not None:
+            # Only the agents linked to this one may connect to its data sockets.
+            self.peer_keys = {str(n): str(k) for n, k in welcome.meta["keys"].items()}
+            linked = {link.src for link in plan.in_links} | {link.dst for link in plan.out_links}
+            self.allow.update({n: k for n, k in self.peer_keys.items() if n in linked})
+            fwd_at = bwd_at = tcp_endpoint(plan.run.bind)  # ephemeral ports, reported below
+        else:
+            fwd_at, bwd_at = self.endpoints[self.name][FORWARD], self.endpoints[self.name][BACKWARD]
+        self.fwd, fwd_bound = bind_pull(self.zctx, fwd_at, hwm=self.hwm, curve=self.own_keys)
+        self.bwd, bwd_bound = bind_pull(self.zctx, bwd_at, hwm=0, curve=self.own_keys)  # gradients are always drained
         self.state = self.state.advance(Lifecycle.READY)
         ready = {"state": Lifecycle.READY.value, "pid": os.getpid()}
         if self.core.is_source:
             ready["budget"] = self.core.budget
+        if self.own_keys is not None:
+            ready["endpoints"] = {FORWARD: fwd_bound, BACKWARD: bwd_bound}
         self._send_control(Kind.HEARTBEAT, ready)
-        self._await(Kind.START, timeout_s)
+        # The orchestrator waits run.register_timeout_s for every agent to be ready.
+        start = self._await(Kind.START, max(timeout_s, plan.run.register_timeout_s))
+        self.endpoints = start.meta.get("endpoints", self.endpoints)  # tcp: every agent's, bound
 
     def _push(self, dest: str, plane: str) -> zmq.Socket:
         sock = self.pushes.get((dest, plane))
         if sock is None:
             hwm = self.hwm if plane == FORWARD else 0
-            sock = connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm)
+            curve = None
+            if self.own_keys is not None:  # the peer must prove it holds the key WELCOME gave
+                curve = CurveKeys(self.own_keys.public, self.own_keys.secret, self.peer_keys[dest].encode())
+            sock = connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm, curve=curve)
             self.pushes[(dest, plane)] = sock
             self.pending[sock] = deque()
         return sock
@@ -183,9 +236,16 @@ class AgentProcess:
         """The next message that fits, None when there is none, False for one rejected.
 
         `check(msg)` gives the reason a decoded message does not fit this agent's plan
-        (agents/runtime/admission.py); the run id is checked for every socket."""
+        (agents/runtime/admission.py); the run id is checked for every socket, and on tcp
+        that a data message's `src` is the agent whose key its connection authenticated."""
+        authenticated = self.peer_keys is not None and sock is not self.control
+        user = None
         try:
-            msg = recv_message(sock, timeout_ms=0)
+            if authenticated:
+                got = recv_message_with_user(sock, timeout_ms=0)
+                user, msg = got if got is not None else (None, None)
+            else:
+                msg = recv_message(sock, timeout_ms=0)
         except ProtocolError as err:
             self._reject("decode", str(err))
             return False
@@ -193,6 +253,9 @@ class AgentProcess:
             return None
         if msg.run != self.run_id:
             self._reject("run", f"{msg.kind.name} from {msg.src!r} for run {msg.run!r}")
+            return False
+        if authenticated and self.peer_keys.get(msg.src) != user:
+            self._reject("sender", f"{msg.kind.name} claims to come from {msg.src!r} but its connection holds key {user!r}")
             return False
         reason = check(msg) if check is not None else None
         if reason is not None:
@@ -269,13 +332,15 @@ class AgentProcess:
             pass
 
     def close(self) -> None:
+        if self.auth is not None:  # its thread uses sockets of the context: stop it first
+            self.auth.stop()
         self.zctx.destroy(linger=0)
 
 
-def agent_main(name: str, control_endpoint: str, log_path: str | None = None) -> None:
-    """Entry point of an agent process (what the launcher starts)."""
+def agent_main(name: str, control_endpoint: str, log_path: str | None = None, keys_dir: str | None = None) -> None:
+    """Entry point of an agent process (what the launcher starts); `keys_dir` on tcp."""
     _isolate(log_path)
-    process = AgentProcess(name, control_endpoint)
+    process = AgentProcess(name, control_endpoint, keys_dir)
     code = 0
     try:
         process.register()
@@ -285,6 +350,11 @@ def agent_main(name: str, control_endpoint: str, log_path: str | None = None) ->
     except SystemExit as stop:
         code = int(stop.code or 0)
         process.state = Lifecycle.STOPPED if code == 0 else Lifecycle.FAILED
+    except NonFiniteError as err:  # run.on_nonfinite = "stop": a finding, not a bug to trace
+        process.state = Lifecycle.FAILED
+        log.error("%s", err)
+        process.report_error(str(err))
+        code = 1
     except BaseException:
         process.state = Lifecycle.FAILED
         text = traceback.format_exc()

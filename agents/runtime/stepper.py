@@ -32,6 +32,7 @@ from ...protocol.plan import AgentPlan, LinkPlan
 from ..base import Agent
 from .core import BACKWARD, FORWARD, AgentCore, evaluation_summary, make_optimizer
 from .interfaces import ReceiverInterface, SenderInterface
+from .nonfinite import NonFiniteGuard
 from .synthetic_input import UnlockedSchedule
 from .torchwire import to_array, to_tensor
 
@@ -99,6 +100,7 @@ class ModuleStepper(AgentCore):
         # Sparse updates: plan.py resolves `p_update` (agent parameter or link option).
         self.p_update = 1.0 if plan.p_update is None else float(plan.p_update)
         self.updates = 0  # optimiser steps taken (fewer than `steps` when p_update < 1)
+        self.guard = NonFiniteGuard(self.name, self.run.on_nonfinite)
         self.unlocked = None
         if any(link.mode.has_synthetic_input and not link.context for link in self.in_links.values()):
             self.unlocked = UnlockedSchedule(self, rate)
@@ -181,14 +183,23 @@ class ModuleStepper(AgentCore):
             if receiver.hosted is not None:
                 link = receiver.link
                 grad = receiver.answer(xs[link.dst_port].detach(), labels)
+                grad = self.guard.check(grad, step, "synthetic_gradient", link.label)
                 self.send_upstream(link, Kind.SYNTH_GRAD, step, grad)
         outputs = self.agent.forward(xs)
+        for port, out in outputs.items():
+            value = out.detach()
+            if self.guard.check(value, step, "activation", f"port {port}") is not value:
+                outputs[port] = torch.zeros_like(value)  # skip: zeros, cut from the graph
         if not synthetic:
             self.send_forward(step, outputs)
         loss = None
         if self.agent.terminal:
             loss, batch_metrics = self.agent.loss(outputs, context)
-            self.running.add("loss", loss.item())
+            value = loss.detach()
+            if self.guard.check(value, step, "loss", "task loss") is not value:
+                loss = None  # skip: this step's loss adds no gradient
+            else:
+                self.running.add("loss", loss.item())
             for key, value in batch_metrics.items():
                 self.running.add(f"train_{key}", value)
         grads: dict[str, torch.Tensor] = {}
@@ -199,6 +210,8 @@ class ModuleStepper(AgentCore):
             if sender.hosted is not None:
                 # BP(lambda): the synthetic part now, weighted; the true part when it comes.
                 g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+                if g is not None:
+                    g = self.guard.check(g, step, "synthetic_gradient", sender.link.label)
             if sender.waits:
                 waiting.add(index)
             if g is not None:
@@ -240,7 +253,7 @@ class ModuleStepper(AgentCore):
         each step's input gradients upstream (several only when a sender ran ahead)."""
         roots, root_grads = [], []
         for _, _, outputs, _, loss, grads in items:
-            if loss is not None:
+            if loss is not None and loss.requires_grad:  # not when `skip` zeroed what it came from
                 roots.append(loss)
                 root_grads.append(torch.ones_like(loss))
             for port, g in grads.items():
@@ -263,6 +276,7 @@ class ModuleStepper(AgentCore):
                 link = self.in_links[port]
                 receiver = self.receivers[link.index]
                 grad = x.grad if x.grad is not None else torch.zeros_like(x)
+                grad = self.guard.check(grad, step, "gradient", f"of input {port}")
                 if port in synthetic:
                     held[port] = grad
                 elif receiver.returns_gradient and not link.from_source:
@@ -278,6 +292,7 @@ class ModuleStepper(AgentCore):
         module.eval()
         with torch.no_grad():
             outputs = self.agent.forward(xs)
+            outputs = {p: self.guard.check(o, step, "activation", f"port {p}, evaluation") for p, o in outputs.items()}
             if self.agent.terminal:
                 for key, value in self.agent.evaluate(outputs, context).items():
                     self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
@@ -299,7 +314,7 @@ class ModuleStepper(AgentCore):
             self.reject("sender")
             return
         sender = self.senders[link.index]
-        g = to_tensor(msg.tensors["g"])
+        g = self.guard.check(to_tensor(msg.tensors["g"]), msg.step, "gradient", f"from {msg.src}")
         parked = self.parked.get(msg.step)
         port = link.src_port
         if parked is not None and g.shape != parked.outputs[port].shape:
@@ -331,6 +346,12 @@ class ModuleStepper(AgentCore):
         """Means since the last call (task loss, SG loss per link) and counters."""
         out = super().take_metrics()
         out["updates"] = self.updates
+        out.update(self.guard.metrics())
+        for sender in self.senders.values():
+            if sender.cache is not None and sender.cache.evicted:
+                # Gradient targets that can no longer train the SG model: the cache forgot
+                # their activations (option `sg.cache` of that link).
+                out[f"dropped.sg_cache.{sender.link.key}"] = sender.cache.evicted
         if self.unlocked is not None:
             out.update(self.unlocked.take_losses())
         for iface in (*self.senders.values(), *self.receivers.values()):

@@ -62,6 +62,11 @@ def test_backward_messages_are_checked_against_the_plan(msg, reason):
     assert Admission(_plan().agents["l2"]).backward(msg) == reason
 
 
+def test_a_gradient_on_a_link_that_carries_none_is_of_the_wrong_kind():
+    admission = Admission(_plan("links.2.mode=\"none\"").agents["l2"])  # l2 -> l3 carries no gradient
+    assert admission.backward(_act(src="l3", port="out", kind=Kind.GRAD, name="g")) == "kind"
+
+
 def test_the_stepper_refuses_done_repeated_far_and_mismatched_steps():
     core = build_core(_plan("run.steps=10").agents["l2"])
     core.on_forward(_act(step=0))

@@ -9,6 +9,7 @@ import time
 
 import msgpack
 import pytest
+from synthgrad.orchestrator.reports import check_report
 from synthgrad.orchestrator.rundir import RunDir, dumps, json_safe
 from synthgrad.protocol import (
     Kind,
@@ -88,4 +89,32 @@ def test_a_stranger_is_refused_and_an_impostor_cannot_take_over_an_agent(tmp_pat
     assert proc.returncode == 0, err
     summary = last_json(out)
     assert summary["agents"]["l2"]["steps"] == 3000 and {a["state"] for a in summary["agents"].values()} == {"stopped"}
-    assert "Traceback" not in err and "rejected HELLO from 'intruder'" in err
+    assert "Traceback" not in err and "rejected a message (stranger): HELLO from 'intruder'" in err
+    assert summary["control_rejected"]["stranger"] == 1
+    assert "rejected messages (dropped, counted by reason): orchestrator (control): stranger 1" in out
+
+
+BAD_REPORTS = [
+    (Kind.METRICS, {"steps": "12"}),
+    (Kind.METRICS, {"steps": -1}),
+    (Kind.METRICS, {"steps": True}),
+    (Kind.METRICS, {"loss": "x"}),
+    (Kind.METRICS, {"eval": 1, "final": True}),  # no train_steps
+    (Kind.METRICS, {"final_report": 1}),
+    (Kind.METRICS, {"rejected.shape": 2.5}),
+    (Kind.METRICS, {"t": 0}),
+    (Kind.METRICS, {"agent": "l1"}),
+    (Kind.HEARTBEAT, {"state": "ready", "budget": "9"}),
+    (Kind.HELLO, {"pid": "1"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "meta"), BAD_REPORTS)
+def test_a_report_the_orchestrator_cannot_read_is_refused(kind, meta):
+    assert check_report(kind, meta)
+
+
+def test_the_reports_agents_send_are_read():
+    assert check_report(Kind.METRICS, {"steps": 3, "loss": float("nan"), "rejected.run": 0, "sg_cos": 0.5}) is None
+    assert check_report(Kind.METRICS, {"eval": 2, "final": False, "last": True, "train_steps": 9, "test_accuracy": 0.9}) is None
+    assert check_report(Kind.HEARTBEAT, {"state": "ready", "pid": 7, "budget": 100}) is None

@@ -1,0 +1,88 @@
+"""What the orchestrator reads of an agent's control messages, checked before any of it is used.
+
+A peer may send any well-formed message (docs/PROTOCOL.md, section 12): a METRICS whose
+`steps` is a string, or whose meta overwrites the columns `metrics.jsonl` writes itself, must
+be dropped and counted like a bad data message, never crash the orchestrator.  `check_report`
+names the reason a message does not fit, or returns None:
+
+    reason          the message ...
+    decode          could not be decoded (counted by the supervisor's receive)
+    stranger        comes from an identity that names no agent of this run
+    key             holds another agent's CURVE key (tcp)
+    run             carries another run's id
+    report          is a HELLO, METRICS or HEARTBEAT whose values the orchestrator cannot read:
+                    a count that is not a non-negative integer, a number that is not a
+                    number, a reserved key, an evaluation report without `train_steps`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol.kinds import Kind
+
+CONTROL_REASONS = ("decode", "stranger", "key", "run", "report")
+# Counts the supervisor and the progress line do arithmetic on.
+COUNTS = ("steps", "train_steps", "budget", "eval", "pid")
+# Numbers the progress line formats (and plots read); may be non-finite (a diverged run).
+NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s")
+FLAGS = ("final", "final_report", "last")
+# Columns of a metrics.jsonl line that the orchestrator writes itself (rundir.RunDir.record).
+RESERVED = ("t", "agent", "step")
+REJECTED = "rejected."
+# Counters by prefix: rejects by reason, drops by bounded cache, non-finite values by quantity.
+COUNTERS = (REJECTED, "dropped.", "nonfinite.")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_report(kind: Kind, meta: dict) -> str | None:
+    """Why the orchestrator cannot use this METRICS / HEARTBEAT meta, or None when it can.
+
+    Returns a human-readable reason (for the log line); the count goes under "report".
+    """
+    if kind not in (Kind.METRICS, Kind.HEARTBEAT, Kind.HELLO):
+        return None
+    for key in RESERVED:
+        if key in meta:
+            return f"meta key {key!r} is reserved for the orchestrator's own column"
+    for key, value in meta.items():
+        if key in COUNTS or key.startswith(COUNTERS):
+            if not _count(value):
+                return f"{key!r} must be a non-negative integer, got {value!r}"
+        elif key in NUMBERS and not _number(value):
+            return f"{key!r} must be a number, got {value!r}"
+        elif key in FLAGS and not isinstance(value, bool):
+            return f"{key!r} must be true or false, got {value!r}"
+    if "eval" in meta and "train_steps" not in meta:
+        return "an evaluation report needs 'train_steps'"
+    return None
+
+
+def counters(metrics: dict, prefix: str) -> dict[str, int]:
+    """The counters under `prefix` ("rejected.", "dropped.", "nonfinite.") of a report,
+    without the prefix: ``{"shape": 3}``."""
+    return {k[len(prefix):]: int(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def drop_warnings(agents: dict[str, dict]) -> list[str]:
+    """One line per agent and bounded cache that dropped something, naming the option that
+    would have kept it (summary.json's per-agent `dropped`)."""
+    lines = []
+    for name, summary in agents.items():
+        for what, n in sorted(summary.get("dropped", {}).items()):
+            cache, _, link = what.partition(".")
+            if cache == "sg_cache":
+                lines.append(
+                    f"warning: {name} dropped {n:,} gradient targets: its SG cache on {link} forgot their "
+                    f"activations first; raise {link}.sg.cache (or link_defaults.sg.cache) above the steps a target takes to come back"
+                )
+            else:
+                lines.append(f"warning: {name} dropped {n:,} ({what})")
+    return lines
