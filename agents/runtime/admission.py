@@ -15,6 +15,8 @@ decoded data message, the reason it does not fit (or None), from the plan alone:
     dtype    holds an integer or boolean tensor where an activation or gradient must be floating
     shape    has a shape other than the plan's (the batch dimension is free, within the
              run's batch sizes)
+    nonfinite holds a NaN or inf in an activation or gradient (unless run.on_nonfinite is
+             "warn", under which they travel on)
     step     is for a step that is done, already here, or too far ahead (the stepper decides)
 
 Messages that fail are dropped and counted by reason (`AgentCore.reject`); the agent lives
@@ -31,7 +33,7 @@ from ...protocol.kinds import Kind
 from ...protocol.message import Message
 from ...protocol.plan import AgentPlan
 
-REASONS = ("decode", "run", "kind", "sender", "port", "tensor", "dtype", "shape", "step")
+REASONS = ("decode", "run", "kind", "sender", "port", "tensor", "dtype", "shape", "nonfinite", "step")
 
 
 def _floating(array: np.ndarray) -> bool:
@@ -64,6 +66,10 @@ class Admission:
         # Links of mode `none`: a gradient on one is of a kind this link never carries.
         self.gradient_free = {(link.dst, link.src_port) for link in plan.out_links if not link.context and not link.mode.carries_gradient}
         self.max_batch = max(plan.run.batch_size, plan.run.eval_batch_size)
+        # Under "stop" and "skip" no agent of the run sends a NaN or inf (it stops, or sends
+        # zeros: agents/runtime/nonfinite.py), so one that arrives is refused; under "warn"
+        # they travel on, as the user asked.
+        self.finite_only = plan.run.on_nonfinite != "warn"
 
     def _tensor(self, msg: Message, name: str, shape: tuple[int, ...], floating: bool) -> str | None:
         if set(msg.tensors) != {name}:
@@ -73,6 +79,8 @@ class Admission:
             return "dtype"
         if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != shape or not 1 <= array.shape[0] <= self.max_batch:
             return "shape"
+        if floating and self.finite_only and not np.isfinite(array).all():
+            return "nonfinite"
         return None
 
     def forward(self, msg: Message) -> str | None:

@@ -12,8 +12,11 @@ says what follows:
            gradient), so that nothing non-finite reaches a parameter or a peer
 
 Quantities: `loss` (a terminal's task loss), `activation` (a module's output),
-`synthetic_gradient` (an SG model's output, at either end of a link), `gradient` (one
-received from downstream, or the gradient of an input about to go upstream).
+`synthetic_gradient` (an SG model's output, at either end of a link), `gradient` (the
+gradient of an input about to go upstream).  A NaN or inf that arrives from a peer is not
+this guard's: under "stop" and "skip" no agent of the run sends one, so the receiving agent
+refuses it as a message (reason `nonfinite`, agents/runtime/admission.py) and lives on; a
+well-formed message cannot stop an agent.
 """
 
 from __future__ import annotations
