@@ -15,6 +15,7 @@ decoded data message, the reason it does not fit (or None), from the plan alone:
     dtype    holds an integer or boolean tensor where an activation or gradient must be floating
     shape    has a shape other than the plan's (the batch dimension is free, within the
              run's batch sizes)
+    label    holds class labels (port `labels`) that are not integers in 0..classes-1
     nonfinite holds a NaN or inf in an activation or gradient (unless run.on_nonfinite is
              "warn", under which they travel on)
     step     is for a step that is done, already here, or too far ahead (the stepper decides)
@@ -33,7 +34,8 @@ from ...protocol.kinds import Kind
 from ...protocol.message import Message
 from ...protocol.plan import AgentPlan
 
-REASONS = ("decode", "run", "kind", "sender", "port", "tensor", "dtype", "shape", "nonfinite", "step")
+REASONS = ("decode", "run", "kind", "sender", "port", "tensor", "dtype", "shape", "label", "nonfinite", "step")
+LABELS = "labels"  # the context port of class labels (heads, cDNI SG hosts)
 
 
 def _floating(array: np.ndarray) -> bool:
@@ -70,6 +72,9 @@ class Admission:
         # zeros: agents/runtime/nonfinite.py), so one that arrives is refused; under "warn"
         # they travel on, as the user asked.
         self.finite_only = plan.run.on_nonfinite != "warn"
+        # Class labels index a loss or a one-hot: anything but an integer in 0..classes-1
+        # would crash the module (or train on a truncated float).
+        self.num_classes = plan.num_classes
 
     def _tensor(self, msg: Message, name: str, shape: tuple[int, ...], floating: bool) -> str | None:
         if set(msg.tensors) != {name}:
@@ -81,6 +86,8 @@ class Admission:
             return "shape"
         if floating and self.finite_only and not np.isfinite(array).all():
             return "nonfinite"
+        if msg.port == LABELS and (array.dtype.kind not in "iu" or (array.size and not 0 <= array.min() <= array.max() < self.num_classes)):
+            return "label"
         return None
 
     def forward(self, msg: Message) -> str | None:

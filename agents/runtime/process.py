@@ -61,6 +61,7 @@ from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 from .nonfinite import NonFiniteError
 
 HEARTBEAT_S = 1.0
+DRAIN_LIMIT = 1000  # messages read from one socket per turn of the loop
 ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit
 PR_SET_PDEATHSIG = 1
 
@@ -265,7 +266,9 @@ class AgentProcess:
         return msg
 
     def _drain(self, sock: zmq.Socket, handle, check=None) -> None:
-        while True:
+        # At most DRAIN_LIMIT a turn: a peer flooding `bwd` must not keep the loop from the
+        # control socket (the agent would think the orchestrator gone) or from stepping.
+        for _ in range(DRAIN_LIMIT):
             msg = self._receive(sock, check)
             if msg is None:
                 return

@@ -28,7 +28,10 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor that shares memory with `array` (bfloat16 arrays included)."""
+    """A tensor of `array` for the agent's float32 modules: it shares memory with a float32 or
+    integer array; a float16, bfloat16 or float64 one (which the protocol allows a peer to
+    send) is converted to float32, so that no module sees a dtype it was not built for."""
     if array.dtype == _BF16:
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(array)
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).float()
+    tensor = torch.from_numpy(array)
+    return tensor.float() if tensor.is_floating_point() and tensor.dtype != torch.float32 else tensor

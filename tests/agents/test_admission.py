@@ -144,3 +144,24 @@ def test_a_running_agent_survives_hostile_messages_and_the_run_reports_them(tmp_
     assert "rejected messages (dropped, counted by reason): " in out and "l2: " in out
     log = (run_dir / "logs" / "l2.log").read_text()
     assert "l2: rejected a message (shape)" in log and "l2: rejected a message (decode)" in log
+
+
+def _labels(values, dtype=np.int64):
+    return Message(Kind.CTX, src="source", port="labels", step=0, tensors={"x": np.asarray(values, dtype)})
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "reason"),
+    [([0, 9, 3], np.int64, None), ([1, 2], np.uint8, None), ([0, 10], np.int64, "label"), ([-1, 2], np.int32, "label"),
+     ([0.5, 1.0], np.float32, "label"), ([True, False], np.bool_, "label")],
+)
+def test_labels_must_be_integer_classes(values, dtype, reason):
+    plan = plan_run(load_topology(EXAMPLES / "mnist_cdni.toml", SMALL))
+    assert Admission(plan.agents["head"]).forward(_labels(values, dtype)) == reason
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_a_floating_activation_of_another_precision_is_computed_in_float32(dtype):
+    core = build_core(_plan().agents["l2"])
+    core.on_forward(_act(x=np.ones((64, 256), dtype)))  # raised a dtype mismatch in the module before
+    assert core.steps == 1
