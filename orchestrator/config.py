@@ -204,7 +204,8 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
             raise ConfigError(f"run.{key}", f"must be in 1..{MAX_COUNT:,}, got {run[key]}")
     if _expect(run["eval_every"], int, "run.eval_every", "an integer") < 0:
         raise ConfigError("run.eval_every", "must be 0 (only at the end) or a number of steps")
-    _expect(run["seed"], int, "run.seed", "an integer")
+    if not 0 <= _expect(run["seed"], int, "run.seed", "an integer") < 2**32:
+        raise ConfigError("run.seed", f"must be in 0..{2**32 - 1:,} (numpy seeds are unsigned 32-bit), got {run['seed']}")
     _positive_number(run["lr"], "run.lr")
     for key in ("register_timeout_s", "metrics_every_s"):
         _positive_number(run[key], f"run.{key}")
@@ -212,7 +213,7 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if run["name"] is not None:
         _file_name(run["name"], "run.name")
     milestones = _expect(run["lr_decay_at"], list, "run.lr_decay_at", "a list of steps")
-    if any(not isinstance(m, int) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+    if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
         raise ConfigError("run.lr_decay_at", f"must be increasing positive step numbers, got {milestones}")
     decay = _expect(run["lr_decay"], (int, float), "run.lr_decay", "a number")
     if not 0 < decay <= 1:
@@ -258,7 +259,7 @@ def _validate_sg(given: Any, where: str) -> dict:
     if sg["host"] not in SG_HOSTS:
         raise ConfigError(f"{where}.host", f"must be one of {list(SG_HOSTS)}")
     hidden = _expect(sg["hidden"], list, f"{where}.hidden", "a list of layer widths")
-    if any(not isinstance(h, int) or h < 1 for h in hidden):
+    if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
         raise ConfigError(f"{where}.hidden", "every width must be a positive integer")
     if sg["model"] == "linear" and hidden:
         raise ConfigError(f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp' or 'conv'")

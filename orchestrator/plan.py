@@ -95,6 +95,8 @@ def _check_param_types(where: str, cls: type, params: dict) -> None:
 def _link_plan(link: LinkPlan, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> LinkPlan:
     src_cls, dst_cls = classes[link.src], classes[link.dst]
     src_port = link.src_port or src_cls.outputs[0]
+    if not link.dst_port and not (dst_cls.inputs or dst_cls.context_inputs):
+        raise ConfigError(f"{link.key}.to", f"{link.dst!r} ({dst_cls.kind or dst_cls.__name__}) takes no input; a data source only sends")
     dst_port = link.dst_port or (dst_cls.inputs or dst_cls.context_inputs)[0]
     if src_port not in src_cls.outputs:
         raise ConfigError(f"{link.key}.from", f"{link.src!r} has no output port {src_port!r}; ports: {list(src_cls.outputs)}")
@@ -199,6 +201,19 @@ def _refuse_waiting_unlocked(links: list[LinkPlan]) -> None:
                 raise ConfigError(f"{link.key}.sg.host", f"{link.src!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
 
 
+def _check_label_links(links: list[LinkPlan], classes: dict[str, type], source: str) -> None:
+    """Class labels go from the source's label port to `labels` ports, and only there: images
+    on a `labels` port, or labels on a data input, would be refused at every step and hang
+    the run."""
+    label_port = classes[source].label_port
+    for link in links:
+        from_labels = link.src == source and link.src_port == label_port
+        if link.dst_port == "labels" and not from_labels:
+            raise ConfigError(f"{link.key}.from", f"port {link.dst}.labels takes class labels, from {source}.{label_port}; got {link.src}.{link.src_port}")
+        if from_labels and not link.context:
+            raise ConfigError(f"{link.key}.to", f"{source}.{label_port} sends class labels; they go to a context port such as {link.dst}.labels, not to {link.dst}.{link.dst_port}")
+
+
 def _check_classes(topology: Topology, instances: dict, source: str, links: list[LinkPlan]) -> None:
     """An agent that classifies the source's labels needs a class for every label."""
     label_port = type(instances[source]).label_port
@@ -271,6 +286,7 @@ def plan_run(topology: Topology) -> RunPlan:
             implicit = LinkPlan(len(links), source, data_port, link.dst, DATA_PORT, LinkMode.NONE, link.sg)
             links.append(_link_plan(implicit, classes, True, ticks))
             seen_inputs[(link.dst, DATA_PORT)] = f"data for {link.label}"
+    _check_label_links(links, classes, source)
     _refuse_waiting_unlocked(links)
     _check_classes(topology, instances, source, links)
     _check_ticks(topology, instances, source, links)
@@ -288,7 +304,9 @@ def plan_run(topology: Topology) -> RunPlan:
         }
         agent = instances[name]
         if not issubclass(classes[name], Source):
-            for port in classes[name].inputs:
+            # A terminal's context (labels, targets, masks) feeds its loss: it is required too.
+            required = classes[name].inputs + (classes[name].context_inputs if classes[name].terminal else ())
+            for port in required:
                 if port not in in_shapes:
                     raise ConfigError("links", f"input port {name}.{port} is not fed by any link")
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from synthgrad.orchestrator import builder
 from synthgrad.orchestrator.config import ConfigError, load_topology
 from synthgrad.orchestrator.plan import plan_run
 
@@ -30,6 +31,13 @@ CASES = [
     (f'agents.{"a" * 300}.kind="dense"', f'agents.{"a" * 300}'),
     ("run.batch_size=60001", "run.batch_size"),  # MNIST has 60,000 training images
     ('run.on_nonfinite="ignore"', "run.on_nonfinite"),
+    ("run.seed=-1", "run.seed"),
+    ("run.lr_decay_at=[true]", "run.lr_decay_at"),
+    ("link_defaults.sg.hidden=[true]", "link_defaults.sg.hidden"),  # a bool is no width
+    ('links.1.to="source"', "links.1.to"),  # a data source takes no input
+    ('links.4.from="source.x"', "links.4.from"),  # images into head.labels
+    ('links.4.from="l1"', "links.4.from"),
+    ('links.0.from="source.y"', "links.0.to"),  # labels into a data input
     ("links.0.mdoe=1", "links.0.mdoe"),
     ("run.transprot=1", "run.transprot"),
     ("agents.l1.widht=3", "agents.l1.widht"),
@@ -56,3 +64,9 @@ def test_the_cli_exits_2_before_any_run_directory_exists(cli, tmp_path):
     proc = cli("run", str(EXAMPLES / "mnist_dni.toml"), "--set", "agents.head.classes=5")
     assert proc.returncode == 2 and "agents.head.classes" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("config.json"))
+
+
+def test_a_terminal_without_its_labels_is_refused():
+    doc = builder.chain(1, width=16, dataset="digits", labels=False, run={"steps": 10, "batch_size": 64})
+    with pytest.raises(ConfigError, match="input port head.labels is not fed by any link"):
+        plan_run(builder.parse(doc))
