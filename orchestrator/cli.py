@@ -23,6 +23,11 @@ def _print_json(data: dict) -> None:
     print(dumps(data), flush=True)
 
 
+def _listed(counts: dict[str, dict[str, int]]) -> str:
+    """`{"l2": {"shape": 3, "run": 1}}` as `l2: run 1, shape 3` (agents in order, then "; ")."""
+    return "; ".join(f"{n}: " + ", ".join(f"{k} {c}" for k, c in sorted(by.items())) for n, by in counts.items())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
@@ -102,14 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.get("control_rejected"):
         rejects["orchestrator (control)"] = summary["control_rejected"]
     if rejects:
-        listed = "; ".join(f"{n}: " + ", ".join(f"{r} {c}" for r, c in sorted(by.items())) for n, by in rejects.items())
-        print(f"rejected messages (dropped, counted by reason): {listed}")
+        print(f"rejected messages (dropped, counted by reason): {_listed(rejects)}")
     for line in drop_warnings(summary["agents"]):
         print(line, file=sys.stderr)
     nonfinite = {n: a["nonfinite"] for n, a in summary["agents"].items() if a.get("nonfinite")}
     if nonfinite:
-        listed = "; ".join(f"{n}: " + ", ".join(f"{q} {c}" for q, c in sorted(by.items())) for n, by in nonfinite.items())
-        print(f"warning: non-finite values (run.on_nonfinite = {topology.run.on_nonfinite!r}): {listed}", file=sys.stderr)
+        print(f"warning: non-finite values (run.on_nonfinite = {topology.run.on_nonfinite!r}): {_listed(nonfinite)}", file=sys.stderr)
     if args.json:
         _print_json(summary)
     return 0

@@ -188,8 +188,9 @@ class ModuleStepper(AgentCore):
         outputs = self.agent.forward(xs)
         for port, out in outputs.items():
             value = out.detach()
-            if self.guard.check(value, step, "activation", f"port {port}") is not value:
-                outputs[port] = torch.zeros_like(value)  # skip: zeros, cut from the graph
+            checked = self.guard.check(value, step, "activation", f"port {port}")
+            if checked is not value:
+                outputs[port] = checked  # skip: the guard's zeros, cut from the graph
         if not synthetic:
             self.send_forward(step, outputs)
         loss = None
