@@ -30,8 +30,18 @@ def _listed(counts: dict[str, dict[str, int]]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    if (args.file is None) == (args.resume is None):
+        print("synthgrad run: give a topology file, or --resume RUN_DIR (not both)", file=sys.stderr)
+        return EXIT_CONFIG
+    resume = None
     try:
-        topology = load_topology(args.file, args.set)
+        if args.resume is not None:
+            from .resume import prepare_resume
+
+            topology, resume, args.set = prepare_resume(args.resume, args.set)
+            args.file = args.resume / "topology.toml"
+        else:
+            topology = load_topology(args.file, args.set)
     except ConfigError as err:
         print(f"synthgrad run: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -66,10 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .reports import drop_warnings
     from .rundir import RunDir
     from .supervisor import Interrupted, RunFailed, Supervisor
-    run_dir = RunDir(args.runs_dir or topology.run.runs_dir, topology.run.name)
+    if resume is not None:
+        run_dir = RunDir.reopen(args.resume)
+        print(f"resuming {run_dir.path} from checkpoint {resume['id']} (step {resume['step']})", file=sys.stderr)
+    else:
+        run_dir = RunDir(args.runs_dir or topology.run.runs_dir, topology.run.name)
+        shutil.copy(args.file, run_dir.path / "topology.toml")
     if placement is not None:
         run_dir.write_json("placement.json", placement)
-    shutil.copy(args.file, run_dir.path / "topology.toml")
     run_dir.write_json(
         "config.json",
         {
@@ -83,18 +97,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
     )
     progress = Progress(topology.run.batch_size, enabled=not args.quiet)
-    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys)
+    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume)
     try:
         summary = supervisor.run()
     except RunFailed as err:
         progress.close()
         print(f"synthgrad run: {err}", file=sys.stderr)
-        run_dir.write_json("summary.json", {"error": str(err), "run_dir": str(run_dir.path)})
+        run_dir.write_json("summary.json", {"error": str(err), **supervisor.summary()})
         return 1
     except Interrupted as err:
         progress.close()
-        print(f"synthgrad run: {err}; all agents stopped", file=sys.stderr)
+        run_dir.write_json("summary.json", {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()})
+        print(f"synthgrad run: {err}; all agents stopped (continue with: synthgrad run --resume {run_dir.path})", file=sys.stderr)
         return 128 + err.signum
+    finally:
+        launcher.close()  # the fork server goes with the run
     progress.close()
     run_dir.write_json("summary.json", summary)
     acc = summary["metrics"].get("test_accuracy")
@@ -108,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         rejects["orchestrator (control)"] = summary["control_rejected"]
     if rejects:
         print(f"rejected messages (dropped, counted by reason): {_listed(rejects)}")
+    for fault in summary["faults"]:
+        back = f"rejoined after {fault['rejoined_after_s']:.1f} s" if "rejoined_after_s" in fault else "not back"
+        print(f"fault: {fault['agent']} {fault['cause']} at {fault['t']:.1f} s; {back}", file=sys.stderr)
     for line in drop_warnings(summary["agents"]):
         print(line, file=sys.stderr)
     nonfinite = {n: a["nonfinite"] for n, a in summary["agents"].items() if a.get("nonfinite")}
@@ -168,7 +188,8 @@ EXAMPLES = {
   synthgrad run examples/mnist_dni.toml
   synthgrad run examples/mnist_cdni.toml --set run.steps=500 --set run.seed=3 --json
   synthgrad run examples/mnist_backprop.toml --set link_defaults.mode=dni
-  synthgrad run examples/mnist_dni.toml --fabric wormhole_n150 --pin""",
+  synthgrad run examples/mnist_dni.toml --fabric wormhole_n150 --pin
+  synthgrad run --resume runs/mnist-dni-20261124-101500 --set run.steps=4000""",
     "compose": """examples:
   synthgrad compose runs/mnist-dni-20261124-101500 --out model.pt
   python -c "import torch; m = torch.export.load('model.pt').module(); print(m)\"""",
@@ -187,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
 
     run = verbs.add_parser("run", help="run a topology file", epilog=EXAMPLES["run"], formatter_class=fmt)
-    run.add_argument("file", type=Path, help="topology file (TOML)")
+    run.add_argument("file", type=Path, nargs="?", help="topology file (TOML)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its newest checkpoint")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. run.steps=100")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     run.add_argument("--quiet", action="store_true", help="no progress display")

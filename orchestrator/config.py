@@ -223,9 +223,30 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if run["on_nonfinite"] not in NONFINITE_POLICIES:
         raise ConfigError("run.on_nonfinite", f"must be one of {list(NONFINITE_POLICIES)}, got {run['on_nonfinite']!r}")
     _validate_transport(run)
+    _validate_faults(run)
     run["name"] = run["name"] or default_name
     run["lr_decay_at"] = tuple(milestones)
     return RunSettings(**run)
+
+
+def _validate_faults(run: dict) -> None:
+    """Heartbeats, hang timeout, restart policy and checkpoints (docs/fault-tolerance.md)."""
+    for key in ("heartbeat_s", "hang_timeout_s"):
+        _positive_number(run[key], f"run.{key}")
+    if run["hang_timeout_s"] < 2 * run["heartbeat_s"]:
+        raise ConfigError(
+            "run.hang_timeout_s",
+            f"must be at least twice run.heartbeat_s ({run['heartbeat_s']} s), got {run['hang_timeout_s']}: "
+            "one late heartbeat is not a hang",
+        )
+    for key in ("max_restarts", "checkpoint_every"):
+        if not 0 <= _expect(run[key], int, f"run.{key}", "an integer") <= MAX_COUNT:
+            raise ConfigError(f"run.{key}", f"must be in 0..{MAX_COUNT:,}, got {run[key]}")
+    if not 1 <= _expect(run["checkpoint_keep"], int, "run.checkpoint_keep", "an integer") <= 1000:
+        raise ConfigError("run.checkpoint_keep", f"must be in 1..1000 (checkpoint sets kept), got {run['checkpoint_keep']}")
+    for key in ("restart_backoff_s", "checkpoint_every_s"):
+        if _expect(run[key], (int, float), f"run.{key}", "a number of seconds") < 0 or not math.isfinite(run[key]):
+            raise ConfigError(f"run.{key}", f"must be a finite number of seconds >= 0, got {run[key]}")
 
 
 def _validate_transport(run: dict) -> None:

@@ -9,6 +9,9 @@ that start agents elsewhere (Ray actors, `synthgrad spawn` on another host).
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
 from multiprocessing import forkserver
 from typing import Protocol
 
@@ -30,12 +33,12 @@ PRELOAD = [
 ]
 
 
-def _agent_entry(name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> None:
+def _agent_entry(name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None, parent_pid: int) -> None:
     # Imported here, not at module level, so the orchestrator need not import the runtime;
     # in the fork server it is already loaded (PRELOAD), so this costs nothing.
     from synthgrad.agents.runtime.process import agent_main
 
-    agent_main(name, control_endpoint, log_path, keys_dir)
+    agent_main(name, control_endpoint, log_path, keys_dir, parent_pid)
 
 
 class AgentHandle(Protocol):
@@ -60,6 +63,7 @@ class Launcher(Protocol):
 
     def warm(self) -> None: ...
     def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle: ...
+    def close(self) -> None: ...
 
 
 class ForkServerLauncher:
@@ -75,7 +79,30 @@ class ForkServerLauncher:
 
     def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle:
         process = self.context.Process(
-            target=_agent_entry, args=(name, control_endpoint, log_path, keys_dir), name=f"synthgrad:{name}", daemon=True
+            target=_agent_entry,
+            args=(name, control_endpoint, log_path, keys_dir, os.getpid()),  # the agent watches this pid
+            name=f"synthgrad:{name}",
+            daemon=True,
         )
         process.start()
         return process
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the fork server (the end of `synthgrad run`; tests may keep one warm).
+
+        Closing its alive pipe asks it to exit; it does once no agent holds the pipe
+        either (every agent inherits it), so this waits at most `timeout_s`, then kills it.
+        """
+        server = forkserver._forkserver
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is None:
+            return
+        stopper = threading.Thread(target=server._stop, daemon=True)  # private, but the only way
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            stopper.join(1.0)

@@ -20,6 +20,7 @@ class Progress:
         self.interval_s = interval_s
         self.enabled = enabled
         self.values: dict[str, float] = {}
+        self._late: dict[str, float] = {}
         self._last_print = 0.0
 
     def _line(self, budget: int) -> str:
@@ -33,7 +34,14 @@ class Progress:
             parts.append(f"test acc {100 * v['test_accuracy']:.2f}%")
         if "steps_per_s" in v:
             parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} samples/s")
+        if self._late:
+            parts.append("late: " + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(self._late.items())))
         return " | ".join(parts)
+
+    def late(self, agents: dict[str, float]) -> None:
+        """Agents whose heartbeat is overdue, with seconds since they were last heard; shown
+        on the line until they are heard again."""
+        self._late = agents
 
     def update(self, agent: str, metrics: dict, budget: int) -> None:
         """Fold in one agent's metrics and redraw when due."""

@@ -12,7 +12,8 @@ names the reason a message does not fit, or returns None:
     run             carries another run's id
     report          is a HELLO, METRICS or HEARTBEAT whose values the orchestrator cannot read:
                     a count that is not a non-negative integer, a number that is not a
-                    number, a reserved key, an evaluation report without `train_steps`
+                    number, a reserved key, an evaluation report without `train_steps`;
+                    or a CHECKPOINT answer without its id, step, file and SHA-256
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..protocol.kinds import Kind
 
 CONTROL_REASONS = ("decode", "stranger", "key", "run", "report")
 # Counts the supervisor and the progress line do arithmetic on.
-COUNTS = ("steps", "train_steps", "budget", "eval", "pid")
+COUNTS = ("steps", "train_steps", "budget", "eval", "pid", "queued", "held", "parked")
 # Numbers the progress line formats (and plots read); may be non-finite (a diverged run).
 NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s")
 FLAGS = ("final", "final_report", "last")
@@ -32,6 +33,7 @@ RESERVED = ("t", "agent", "step")
 REJECTED = "rejected."
 # Counters by prefix: rejects by reason, drops by bounded cache, non-finite values by quantity.
 COUNTERS = (REJECTED, "dropped.", "nonfinite.")
+FAULT_DROPS = ("peer_down", "gradient_wait", "incomplete_step")  # dropped.WHAT.PEER of faults
 
 
 def _count(value: Any) -> bool:
@@ -47,6 +49,8 @@ def check_report(kind: Kind, meta: dict) -> str | None:
 
     Returns a human-readable reason (for the log line); the count goes under "report".
     """
+    if kind == Kind.CHECKPOINT:
+        return _check_checkpoint(meta)
     if kind not in (Kind.METRICS, Kind.HEARTBEAT, Kind.HELLO):
         return None
     for key in RESERVED:
@@ -65,6 +69,23 @@ def check_report(kind: Kind, meta: dict) -> str | None:
     return None
 
 
+def _check_checkpoint(meta: dict) -> str | None:
+    """An agent's CHECKPOINT answer: {id, step, file, sha256} (orchestrator/checkpoints.py)."""
+    if not _count(meta.get("id")):
+        return f"'id' must be a non-negative integer, got {meta.get('id')!r}"
+    if not _count(meta.get("steps", 0)):
+        return f"'steps' must be a non-negative integer, got {meta.get('steps')!r}"
+    step = meta.get("step")
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= -1):
+        return f"'step' must be an integer >= -1, got {step!r}"
+    if not isinstance(meta.get("file"), str):
+        return "'file' must be the checkpoint's path"
+    sha = meta.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return f"'sha256' must be 64 lowercase hex digits, got {sha!r}"
+    return None
+
+
 def counters(metrics: dict, prefix: str) -> dict[str, int]:
     """The counters under `prefix` ("rejected.", "dropped.", "nonfinite.") of a report,
     without the prefix: ``{"shape": 3}``."""
@@ -74,10 +95,13 @@ def counters(metrics: dict, prefix: str) -> dict[str, int]:
 def drop_warnings(agents: dict[str, dict]) -> list[str]:
     """One line per agent and bounded cache that dropped something, naming the option that
     would have kept it (summary.json's per-agent `dropped`)."""
-    lines = []
+    lines, faults = [], []
     for name, summary in agents.items():
         for what, n in sorted(summary.get("dropped", {}).items()):
             cache, _, link = what.partition(".")
+            if cache in FAULT_DROPS:
+                faults.append(f"{name} {what} {n:,}")
+                continue
             if cache == "sg_cache":
                 lines.append(
                     f"warning: {name} dropped {n:,} gradient targets: its SG cache on {link} forgot their "
@@ -85,4 +109,6 @@ def drop_warnings(agents: dict[str, dict]) -> list[str]:
                 )
             else:
                 lines.append(f"warning: {name} dropped {n:,} ({what})")
+    if faults:  # the cost of a fault, not a setting to change (docs/fault-tolerance.md)
+        lines.append("dropped while a peer was down or restarting: " + ", ".join(faults))
     return lines

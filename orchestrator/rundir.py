@@ -50,12 +50,25 @@ class RunDir:
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
         self._t0 = time.time()
 
+    @classmethod
+    def reopen(cls, path: str | Path) -> RunDir:
+        """An existing run directory (`synthgrad run --resume`): metrics.jsonl is appended to."""
+        self = cls.__new__(cls)
+        self.path = Path(path).resolve()
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._t0 = time.time()
+        return self
+
     def log_path(self, agent: str) -> Path:
         return self.path / "logs" / f"{agent}.log"
 
     def write_json(self, filename: str, data: Any) -> Path:
+        """Write `filename` whole or not at all (tmp and rename): agents.json is rewritten
+        at every restart while others may be reading it."""
         target = self.path / filename
-        target.write_text(dumps(data, indent=2) + "\n")
+        tmp = target.with_name(f".{filename}.tmp")
+        tmp.write_text(dumps(data, indent=2) + "\n")
+        tmp.replace(target)
         return target
 
     def record(self, agent: str, step: int, metrics: dict) -> None:

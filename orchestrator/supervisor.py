@@ -5,6 +5,11 @@ never touches training data.  A run ends when every terminal agent has reported 
 evaluation, when an agent fails (its traceback is shown under its name), or on SIGINT or
 SIGTERM; in every case each agent gets STOP, then SIGTERM, then SIGKILL, and the ipc
 directory is removed, so no process or socket file outlives the run.
+
+Faults while training (docs/fault-tolerance.md): an agent whose process exits is seen at
+once, one silent for `run.hang_timeout_s` is killed; either is restarted from its latest
+checkpoint (`restarts.py`) while its peers go on, up to `run.max_restarts` times.  An
+exception an agent reports (ERROR) is not restarted: the same code would raise again.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import logging
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 import zmq
 
@@ -31,20 +35,18 @@ from ..protocol import (
 from ..protocol.curve import start_authenticator
 from ..protocol.lifecycle import Lifecycle
 from ..protocol.transport import recv_routed_with_user
+from .checkpoints import Checkpoints
 from .keys import RunKeys, fresh_run_keys
-from .launcher import AgentHandle, Launcher
+from .launcher import Launcher
 from .plan import RunPlan
 from .progress import Progress
-from .reports import COUNTERS, check_report, counters
+from .reports import check_report
+from .restarts import AgentRecord, RestartPolicy, RunFailed
 from .rundir import RunDir
 
 STOP_GRACE_S = 2.0
 
 log = logging.getLogger("synthgrad.orchestrator")
-
-
-class RunFailed(RuntimeError):
-    """An agent failed or vanished; the message names it and carries its traceback."""
 
 
 class Interrupted(RuntimeError):
@@ -53,27 +55,6 @@ class Interrupted(RuntimeError):
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
-
-
-@dataclass
-class AgentRecord:
-    """What the supervisor knows of one agent: its process, lifecycle state and last metrics."""
-
-    handle: AgentHandle
-    pid: int | None = None
-    steps: int = 0
-    state: Lifecycle = Lifecycle.SPAWNED
-    last_metrics: dict = field(default_factory=dict)
-
-    def advance(self, state: Lifecycle) -> None:
-        self.state = self.state.advance(state)
-
-    def summary(self) -> dict:
-        """summary.json's entry for this agent; the counters as of its last metrics report."""
-        return {
-            "pid": self.pid, "steps": self.steps, "state": self.state.value, "restarts": 0,
-            **{prefix[:-1]: counters(self.last_metrics, prefix) for prefix in COUNTERS},
-        }
 
 
 class Supervisor:
@@ -87,8 +68,10 @@ class Supervisor:
         progress: Progress,
         started_at: float | None = None,
         keys: RunKeys | None = None,
+        resume: dict | None = None,
     ) -> None:
-        """`keys`: a tcp run's keys (orchestrator/keys.py); None on tcp makes fresh ones."""
+        """`keys`: a tcp run's keys (orchestrator/keys.py); None on tcp makes fresh ones.
+        `resume`: a checkpoint manifest (checkpoints.py) every agent starts from."""
         self.started_at = started_at if started_at is not None else time.monotonic()
         self.plan = plan
         self.run_dir = run_dir
@@ -112,6 +95,11 @@ class Supervisor:
         self.unreachable: set[str] = set()
         self._signal: int | None = None
         self.timings: dict[str, float] = {}
+        self.resume = resume
+        self.checkpoints = Checkpoints(run_dir.path / "checkpoints", plan.order, plan.source, run)
+        self.policy = RestartPolicy(run, plan.source)
+        self.faults: list[dict] = []  # one entry per fault: agent, cause, detection and rejoin times
+        self.training = False
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -188,17 +176,28 @@ class Supervisor:
 
     def _handle(self, name: str, msg: Message) -> None:
         state = self.agents[name]
+        state.heard()
         if msg.kind == Kind.ERROR:
             state.advance(Lifecycle.FAILED)
             raise RunFailed(f"agent {name!r} failed:\n{msg.meta.get('error', '')}")
         if msg.kind == Kind.HELLO:
             state.advance(Lifecycle.REGISTERED)
             state.pid = msg.meta.get("pid", state.handle.pid)
+            if self.training:  # a restarted agent: its plan, and the checkpoint to start from
+                self._welcome(name, self.checkpoints.latest(only=name))
         elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == Lifecycle.READY.value:
             state.advance(Lifecycle.READY)
             self.budget = max(self.budget, int(msg.meta.get("budget", 0)))
             if self.keys is not None:  # tcp: the ports the agent bound, for START
                 self.data_endpoints[name] = self._bound_endpoints(name, msg.meta.get("endpoints"))
+            if self.training and state.down:
+                self._rejoin(name)
+        elif msg.kind == Kind.CHECKPOINT:
+            others = self.checkpoints.on_report(name, msg.meta)
+            if others is not None:
+                for other in self.agents:
+                    if other != name:
+                        self._send(other, Kind.CHECKPOINT, others)
         elif msg.kind == Kind.METRICS:
             meta = dict(msg.meta)
             state.steps = int(meta.get("steps", state.steps))
@@ -219,22 +218,118 @@ class Supervisor:
             raise RunFailed(f"agent {name!r} reported no tcp endpoints for fwd and bwd: {given!r}")
         return {"fwd": given["fwd"], "bwd": given["bwd"]}
 
-    def _check_processes(self, stopping: bool = False) -> None:
+    def _check_processes(self) -> None:
+        """Exits and hangs.  Before training every exit is fatal; while training, an exit,
+        or silence past `run.hang_timeout_s` in a running agent, is a fault (`_fault`)."""
+        run = self.plan.topology.run
+        now = time.monotonic()
         for name, state in self.agents.items():
+            if state.restart_at is not None:  # no process now: it starts at restart_at
+                continue
             code = state.handle.exitcode
-            if code is not None and not stopping and state.state is not Lifecycle.STOPPED:
-                state.advance(Lifecycle.FAILED)
-                tail = self.run_dir.log_tail(name)
-                raise RunFailed(f"agent {name!r} exited unexpectedly with code {code}; its log ends:\n{tail}")
+            if code is not None:
+                cause = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+                if not self.training:
+                    state.advance(Lifecycle.FAILED)
+                    raise RunFailed(f"agent {name!r} {cause} unexpectedly; its log ends:\n{self.run_dir.log_tail(name)}")
+                self._fault(name, cause, now)
+                continue
+            silent = now - state.last_heard
+            limit = run.hang_timeout_s if state.state is Lifecycle.RUNNING else run.register_timeout_s
+            if self.training and silent > limit:
+                state.handle.kill()  # a hung (or stopped) process: it cannot be asked
+                state.handle.join(timeout=1.0)
+                self._fault(name, f"was silent for {silent:.1f} s (hang timeout {limit:g} s), killed", now)
+            elif self.training and silent > 3 * run.heartbeat_s and not state.late_warned:
+                state.late_warned = True
+                log.warning("agent %r is late: no heartbeat for %.1f s (hang timeout %g s)", name, silent, limit)
+        if self.training:
+            self.progress.late({n: now - s.last_heard for n, s in self.agents.items() if not s.down and now - s.last_heard > 3 * run.heartbeat_s})
 
-    def _pump(self, timeout_ms: int = 100) -> None:
+    # ----------------------------------------------------------------- faults
+    def _fault(self, name: str, cause: str, now: float) -> None:
+        """An agent died or hung while training: restart it later, or end the run.
+
+        Its fault entry in summary.json: `t` (s since training began), `silent_s` (since it
+        was last heard: for a hang, the timeout plus the detection delay)."""
+        state = self.agents[name]
+        refusal = self.policy.refusal(name, state)
+        log.warning("agent %r %s", name, cause)
+        silent = now - state.last_heard
+        state.went_down(now)
+        self.checkpoints.abandon(f"agent {name!r} {cause}")
+        self.faults.append(
+            {"agent": name, "cause": cause, "t": round(now - self.t_start, 3), "silent_s": round(silent, 3), "restart": refusal is None}
+        )
+        if refusal is not None:
+            raise RunFailed(f"agent {name!r} {cause}; {refusal}; its log ends:\n{self.run_dir.log_tail(name)}")
+        delay = self.policy.delay_s(state)
+        state.restarts += 1
+        state.restart_at = now + delay
+        log.warning("restarting %r in %.1f s (restart %d of %d); its peers go on", name, delay, state.restarts, self.plan.topology.run.max_restarts)
+        self._beat()  # tell the peers at once: messages to it are dropped and counted
+
+    def _relaunch_due(self, now: float) -> None:
+        for name, state in self.agents.items():
+            if state.restart_at is not None and now >= state.restart_at:
+                keys_dir = str(self.keys.path) if self.keys else None
+                state.relaunched(self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir))
+                self._write_agents()
+
+    def _write_agents(self) -> None:
+        """agents.json: the ipc folder, the control endpoint and every agent's current pid
+        and incarnation (rewritten at each restart)."""
+        agents = {n: {"pid": s.pid, "incarnation": s.incarnation, "restarts": s.restarts} for n, s in self.agents.items()}
+        self.run_dir.write_json("agents.json", {"ipc_dir": self.ipc.path, "control": self.endpoint, "agents": agents})
+
+    def _rejoin(self, name: str) -> None:
+        """A restarted agent is ready: START it; its peers learn its new incarnation."""
+        state = self.agents[name]
+        start = {"endpoints": self.data_endpoints} if self.keys is not None else None
+        self._send(name, Kind.START, start)
+        state.advance(Lifecycle.RUNNING)
+        outage = state.rejoined(time.monotonic())
+        fault = next(f for f in reversed(self.faults) if f["agent"] == name)
+        fault["rejoined_after_s"] = round(outage, 3)
+        log.warning("agent %r rejoined after %.1f s down (restart %d)", name, outage, state.restarts)
+        self._write_agents()
+        self._beat()
+
+    def _beat(self) -> None:
+        """The orchestrator's heartbeat: which agents are down and each one's incarnation."""
+        meta = {
+            "down": [n for n, s in self.agents.items() if s.down],
+            "incarnations": {n: s.incarnation for n, s in self.agents.items() if s.incarnation},
+        }
+        for name, state in self.agents.items():
+            if not state.down:
+                self._send(name, Kind.HEARTBEAT, meta)
+
+    def _welcome(self, name: str, checkpoint: dict | None) -> None:
+        meta = {"spec": self.plan.agents[name].to_wire(), "run_dir": str(self.run_dir.path)}
+        if self.keys is None:
+            meta["endpoints"] = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
+        else:  # tcp: agents bind ephemeral ports and report them when ready; START carries them
+            meta["keys"] = self.keys.wire()
+            if name in self.data_endpoints:  # a restart binds the ports its peers know
+                meta["bind"] = self.data_endpoints[name]
+        if checkpoint is not None and name in checkpoint["agents"]:
+            entry = checkpoint["agents"][name]
+            meta["restore"] = {"file": entry["file"], "sha256": entry["sha256"]}
+        meta["incarnations"] = {n: s.incarnation for n, s in self.agents.items() if s.incarnation}
+        if self.training:  # a restart: its peers went on, so it takes the next step it gets
+            meta["rejoin"] = True
+        self._send(name, Kind.WELCOME, meta)
+
+    def _pump(self, timeout_ms: int = 100, signals: bool = True) -> None:
         """Handle control messages for up to `timeout_ms`, then check processes and signals."""
         got = self._receive(timeout_ms)
         while got is not None:
             self._handle(*got)
             got = self._receive(0)
         self._check_processes()
-        self._check_signal()
+        if signals:
+            self._check_signal()
 
     def _wait_for(self, state: Lifecycle, timeout_s: float) -> None:
         """Pump control messages until every agent has reached `state`."""
@@ -257,17 +352,9 @@ class Supervisor:
         self._wait_for(Lifecycle.REGISTERED, timeout)
         self.timings["spawn_s"] = time.monotonic() - t0
         self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
-        self.run_dir.write_json(
-            "agents.json",
-            {"ipc_dir": self.ipc.path, "control": self.endpoint, "agents": {n: {"pid": s.pid} for n, s in self.agents.items()}},
-        )
-        if self.keys is None:
-            plane = {"endpoints": {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}}
-        else:  # tcp: agents bind ephemeral ports and report them when ready; START carries them
-            plane = {"keys": self.keys.wire()}
+        self._write_agents()
         for name in self.agents:
-            meta = {"spec": self.plan.agents[name].to_wire(), "run_dir": str(self.run_dir.path), **plane}
-            self._send(name, Kind.WELCOME, meta)
+            self._welcome(name, self.resume)
         self._wait_for(Lifecycle.READY, timeout)
         if self.keys is not None:
             self.run_dir.write_json("endpoints.json", {"control": self.endpoint, "agents": self.data_endpoints})
@@ -280,21 +367,43 @@ class Supervisor:
             self._send(name, Kind.START, start)
             state.advance(Lifecycle.RUNNING)
         self.t_start = time.monotonic()
+        self.training = True
+        every = self.plan.topology.run.heartbeat_s
         next_beat = 0.0
         finals = set()
         while not terminals or len(finals) < len(terminals):
             self._pump()
             finals = {e["agent"] for e in self.evaluations if e.get("final")}
-            if not terminals and self.agents[self.plan.source].steps >= self.budget:
+            source_steps = self.agents[self.plan.source].steps
+            if not terminals and source_steps >= self.budget:
                 break
-            if time.monotonic() >= next_beat:
-                for name in self.agents:
-                    self._send(name, Kind.HEARTBEAT)
-                next_beat = time.monotonic() + 1.0
+            now = time.monotonic()
+            self._relaunch_due(now)
+            self.checkpoints.expire(now)
+            if self.checkpoints.due(source_steps, now) and not any(s.down for s in self.agents.values()):
+                self._send(self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(source_steps, now))
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + every
         self.timings["wall_s"] = time.monotonic() - self.t_start
+
+    def _last_checkpoint(self, timeout_s: float = 10.0) -> None:
+        """Interrupted while training: one more checkpoint round (so `--resume` loses
+        nothing), waited for at most `timeout_s`."""
+        if any(s.down for s in self.agents.values()):
+            return
+        self.checkpoints.abandon("interrupted; a last round replaces it")
+        steps = self.agents[self.plan.source].steps
+        self._send(self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(steps, time.monotonic()))
+        deadline = time.monotonic() + timeout_s
+        while self.checkpoints.current is not None and time.monotonic() < deadline:
+            self._pump(signals=False)
+        if self.checkpoints.current is not None:
+            self.checkpoints.abandon(f"not complete within {timeout_s:.0f} s of the signal")
 
     def _stop(self) -> None:
         """STOP to all, wait for their final reports, then TERM and KILL what remains."""
+        self.training = False
         for name, state in self.agents.items():
             state.advance(Lifecycle.STOPPING)
             self._send(name, Kind.STOP)  # False when it never registered or is gone
@@ -315,7 +424,13 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._launch()
-            self._train()
+            try:
+                self._train()
+            except Interrupted:
+                if self.training:
+                    self.timings["wall_s"] = time.monotonic() - self.t_start
+                    self._last_checkpoint()
+                raise
         finally:
             self._stop()
             self.router.close(0)
@@ -345,5 +460,9 @@ class Supervisor:
             "timings": self.timings,
             "control_rejected": dict(self.rejected),
             "agents": {n: s.summary() for n, s in self.agents.items()},
+            "faults": self.faults,
+            "restarts": sum(s.restarts for s in self.agents.values()),
+            "checkpoints": [{"id": m["id"], "step": m["step"]} for m in self.checkpoints.completed],
+            "resumed_from": None if self.resume is None else {"id": self.resume["id"], "step": self.resume["step"]},
         }
 

@@ -115,6 +115,19 @@ class RunSettings:
     register_timeout_s: float = 60.0
     metrics_every_s: float = 1.0
     on_nonfinite: str = "stop"  # one of NONFINITE_POLICIES: what an agent does with a NaN or inf
+    # Fault tolerance (docs/fault-tolerance.md).  Heartbeats go both ways every `heartbeat_s`;
+    # an agent silent for `hang_timeout_s` while running is hung: it is killed and, like an
+    # agent that died, restarted from its latest checkpoint up to `max_restarts` times, the
+    # n-th restart after `restart_backoff_s * 2**(n-1)` seconds.
+    heartbeat_s: float = 0.5
+    hang_timeout_s: float = 10.0
+    max_restarts: int = 3  # per agent; 0 = the first fault ends the run
+    restart_backoff_s: float = 0.5
+    # A coordinated checkpoint every `checkpoint_every` source steps and/or every
+    # `checkpoint_every_s` seconds (0 = not by that measure); the newest `checkpoint_keep` kept.
+    checkpoint_every: int = 0
+    checkpoint_every_s: float = 30.0
+    checkpoint_keep: int = 3
     runs_dir: str = "runs"
     # Transport (docs/security.md): ipc for one host; tcp binds `tcp://bind:*` (ephemeral
     # ports, reported to peers) with CURVE mandatory, keys from `keys` (a key directory from

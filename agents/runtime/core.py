@@ -118,7 +118,23 @@ class AgentCore:
         counts = {f"rejected.{reason}": n for reason, n in sorted(self.rejects.items())}
         return {"steps": self.steps, "rejected": self.rejected, **counts, **self.running.take()}
 
+    @property
+    def clock(self) -> int:
+        """The newest step id (the source's clock) this agent has acted on; -1 before any."""
+        return -1
+
     def state_dict(self) -> dict:
-        """What a checkpoint holds of this agent."""
+        """What a checkpoint holds of this agent (agents/runtime/checkpoint.py writes it)."""
         return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict()` (a restart or `synthgrad run --resume`)."""
+        self.steps = int(state["steps"])
+
+    def rejoin(self) -> None:
+        """After a restore while its peers went on: accept the next input whatever its step."""
+
+    def abandon(self, peer: str) -> int:
+        """`peer` restarted: give up waiting for what it will never send; the waits dropped."""
+        return 0
 

@@ -218,6 +218,11 @@ class Regressor:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
+    def load(self, state: dict) -> None:
+        """Restore what `state()` returned (a checkpoint)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 class HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""

@@ -60,8 +60,10 @@ class LocalRunner:
                 progressed = True
         return progressed
 
-    def run(self) -> list[Message]:
-        """Run until the source's budget and final evaluation have drained; return the reports."""
+    def run(self, until_step: int | None = None) -> list[Message]:
+        """Run until the source's budget and final evaluation have drained (or, with
+        `until_step`, until it has sent that many step ids and every message is delivered:
+        a consistent cut, as a checkpoint takes); return the reports."""
         while True:
             self._route()
             if self._deliver():
@@ -69,6 +71,8 @@ class LocalRunner:
             self._route()
             if any(self.forward.values()) or any(self.backward.values()):
                 continue
+            if until_step is not None and self.source.clock + 1 >= until_step:
+                break
             if not self.source.produce():
                 break
         self._route()

@@ -25,7 +25,6 @@ import signal
 import sys
 import time
 import traceback
-from collections import deque
 from pathlib import Path
 
 import torch
@@ -57,10 +56,13 @@ from ...protocol.plan import AgentPlan
 from ...protocol.transport import recv_message_with_user
 from .admission import Admission, RejectLog
 from .build import build_core
+from .checkpoint import load_verified, save_atomic
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 from .nonfinite import NonFiniteError
+from .outbound import Outbound
+from .parent_watch import ParentWatch, remove_ipc_dir
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 1.0  # until WELCOME brings run.heartbeat_s
 DRAIN_LIMIT = 1000  # messages read from one socket per turn of the loop
 ORPHAN_S = 20.0  # no word from the orchestrator for this long: it is gone, so exit
 PR_SET_PDEATHSIG = 1
@@ -122,10 +124,15 @@ class AgentProcess:
         self.core: AgentCore | None = None
         self.run_id = ""
         self.state = Lifecycle.SPAWNED
-        self.pending: dict[zmq.Socket, deque[Message]] = {}
-        self.pushes: dict[tuple[str, str], zmq.Socket] = {}
+        self.out: Outbound | None = None  # the data planes' sends, once built
         self.last_heard = time.monotonic()
         self.reject_log = RejectLog(log, name)
+        self.heartbeat_s = HEARTBEAT_S
+        # Faults (docs/fault-tolerance.md): each peer's incarnation (a newer one means it
+        # restarted: waits on it are given up); which peers are down is `self.out.down`.
+        self.incarnations: dict[str, int] = {}
+        self.wanted: tuple[int, int, str] | None = None  # checkpoint (id, step, folder) to write
+        self.watch: ParentWatch | None = None  # set by agent_main
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_args) -> None:
@@ -139,6 +146,8 @@ class AgentProcess:
     def _await(self, kind: Kind, timeout_s: float) -> Message:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.state is Lifecycle.STOPPING:  # SIGTERM (or the orchestrator died) while waiting
+                raise SystemExit(0)
             msg = recv_message(self.control, timeout_ms=200)
             if msg is None:
                 continue
@@ -156,8 +165,56 @@ class AgentProcess:
         self.last_heard = time.monotonic()
         if msg.kind == Kind.STOP:
             self.state = self.state.advance(Lifecycle.STOPPING)
+        elif msg.kind == Kind.HEARTBEAT:
+            self._on_peers(msg.meta)
         elif msg.kind == Kind.CHECKPOINT:
-            self._save("checkpoint.pt")
+            self._on_checkpoint(msg.meta)
+
+    # ----------------------------------------------------------------- faults
+    def _on_peers(self, meta: dict) -> None:
+        """The orchestrator's heartbeat: which peers are down, each one's incarnation."""
+        down, born = meta.get("down"), meta.get("incarnations")
+        if self.out is None:
+            return
+        if isinstance(down, list):
+            now_down = {peer for peer in down if isinstance(peer, str) and peer != self.name}
+            for peer in sorted(now_down - self.out.down):
+                log.warning("%s: %s is down; what this agent sends it is %s", self.name, peer,
+                            "held" if self.core.is_source else "dropped and counted")
+                self.out.went_down(peer)
+        if isinstance(born, dict):
+            for peer, n in born.items():
+                if isinstance(n, int) and n > self.incarnations.get(peer, 0):
+                    self.incarnations[peer] = n
+                    if peer != self.name:
+                        self.out.came_back(peer)
+                        given_up = self.core.abandon(peer)
+                        if given_up:
+                            log.warning("%s: %s restarted; gave up %d gradient waits on it", self.name, peer, given_up)
+                        self._queue_outbox()
+        if isinstance(down, list):
+            self.out.down = now_down
+
+    def _on_checkpoint(self, meta: dict) -> None:
+        """CHECKPOINT {id, dir[, step]}: the source saves now; every other agent once its
+        clock reaches `step` (the source's), so the set is one consistent cut of the run."""
+        ident, folder, step = meta.get("id"), meta.get("dir"), meta.get("step")
+        if not isinstance(ident, int) or not isinstance(folder, str) or not (step is None or isinstance(step, int)):
+            self.reject_log("checkpoint", f"CHECKPOINT with meta {meta!r}")
+            return
+        self.wanted = (ident, -1 if step is None else step, folder)
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        if self.wanted is None or self.core.clock < self.wanted[1]:
+            return
+        ident, _, folder = self.wanted
+        self.wanted = None
+        t0 = time.monotonic()
+        path = Path(folder) / f"{self.name}.pt"
+        sha = save_atomic(path, self.core.state_dict())
+        meta = {"id": ident, "step": self.core.clock, "steps": self.core.steps, "file": str(path), "sha256": sha, "save_s": time.monotonic() - t0}
+        self._send_control(Kind.CHECKPOINT, meta)
 
     # ----------------------------------------------------------------- set-up
     def register(self, timeout_s: float = 60.0) -> None:
@@ -172,6 +229,15 @@ class AgentProcess:
         if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
         self.core = build_core(plan)
+        self.out = Outbound(self._connect, self.core.is_source)
+        self.heartbeat_s = plan.run.heartbeat_s
+        self.incarnations = {str(n): int(i) for n, i in welcome.meta.get("incarnations", {}).items()}
+        restore = welcome.meta.get("restore")
+        if restore:  # a restart, or `synthgrad run --resume`: continue from the checkpoint
+            self.core.load_state_dict(load_verified(Path(restore["file"]), restore["sha256"]))
+            log.info("%s: restored %s (step %d)", self.name, restore["file"], self.core.clock)
+        elif welcome.meta.get("rejoin"):  # a restart before any checkpoint: fresh, peers ahead
+            self.core.rejoin()
         self.admission = Admission(plan)
         if self.own_keys is not None:
             # Only the agents linked to this one may connect to its data sockets.
@@ -179,10 +245,14 @@ class AgentProcess:
             linked = {link.src for link in plan.in_links} | {link.dst for link in plan.out_links}
             self.allow.update({n: k for n, k in self.peer_keys.items() if n in linked})
             fwd_at = bwd_at = tcp_endpoint(plan.run.bind)  # ephemeral ports, reported below
+            if "bind" in welcome.meta:  # a restart: the ports its peers' sockets still dial
+                fwd_at, bwd_at = welcome.meta["bind"][FORWARD], welcome.meta["bind"][BACKWARD]
         else:
             fwd_at, bwd_at = self.endpoints[self.name][FORWARD], self.endpoints[self.name][BACKWARD]
         self.fwd, fwd_bound = bind_pull(self.zctx, fwd_at, hwm=self.hwm, curve=self.own_keys)
         self.bwd, bwd_bound = bind_pull(self.zctx, bwd_at, hwm=0, curve=self.own_keys)  # gradients are always drained
+        if self.watch is not None:  # what to unlink should the agent have to exit hard
+            self.watch.own = (fwd_bound, bwd_bound)
         self.state = self.state.advance(Lifecycle.READY)
         ready = {"state": Lifecycle.READY.value, "pid": os.getpid()}
         if self.core.is_source:
@@ -194,17 +264,13 @@ class AgentProcess:
         start = self._await(Kind.START, max(timeout_s, plan.run.register_timeout_s))
         self.endpoints = start.meta.get("endpoints", self.endpoints)  # tcp: every agent's, bound
 
-    def _push(self, dest: str, plane: str) -> zmq.Socket:
-        sock = self.pushes.get((dest, plane))
-        if sock is None:
-            hwm = self.hwm if plane == FORWARD else 0
-            curve = None
-            if self.own_keys is not None:  # the peer must prove it holds the key WELCOME gave
-                curve = CurveKeys(self.own_keys.public, self.own_keys.secret, self.peer_keys[dest].encode())
-            sock = connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm, curve=curve)
-            self.pushes[(dest, plane)] = sock
-            self.pending[sock] = deque()
-        return sock
+    def _connect(self, dest: str, plane: str) -> zmq.Socket:
+        """A PUSH to peer `dest`'s `plane` (Outbound makes one per peer and plane, lazily)."""
+        hwm = self.hwm if plane == FORWARD else 0
+        curve = None
+        if self.own_keys is not None:  # the peer must prove it holds the key WELCOME gave
+            curve = CurveKeys(self.own_keys.public, self.own_keys.secret, self.peer_keys[dest].encode())
+        return connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm, curve=curve)
 
     # ----------------------------------------------------------------- the loop
     def _queue_outbox(self) -> None:
@@ -213,21 +279,8 @@ class AgentProcess:
             if dest == CONTROL:
                 send_message(self.control, msg)
             else:
-                self.pending[self._push(dest, plane)].append(msg)
+                self.out.put(dest, plane, msg)
         self.core.outbox.clear()
-
-    def _flush(self) -> bool:
-        """Hand queued messages to ZeroMQ without blocking; True when nothing is left."""
-        clear = True
-        for sock, queue in self.pending.items():
-            while queue:
-                try:
-                    send_message(sock, queue[0], zmq.NOBLOCK)
-                except zmq.Again:
-                    clear = False
-                    break
-                queue.popleft()
-        return clear
 
     def _reject(self, reason: str, detail: str) -> None:
         self.core.reject(reason)
@@ -284,17 +337,17 @@ class AgentProcess:
         last_steps, last_time = 0, time.monotonic()
         self.state = self.state.advance(Lifecycle.RUNNING)
         while self.state is Lifecycle.RUNNING:
-            clear = self._flush()
+            clear = self.out.flush()
             want_forward = clear and core.ready and not core.finished
             busy = want_forward and core.is_source
             readers = [self.control, self.bwd] + ([self.fwd] if want_forward and not core.is_source else [])
-            writers = [s for s, q in self.pending.items() if q]
+            writers = self.out.writers()
             readable, writable, _ = zmq.select(readers, writers, [], 0 if busy else 0.25)
             if self.control in readable:
                 self._drain(self.control, self._on_control)
             if self.bwd in readable:
                 self._drain(self.bwd, core.on_backward, self.admission.backward)
-            if busy and self._flush():
+            if busy and self.out.flush():
                 core.produce()
                 self._queue_outbox()
             elif self.fwd in readable and core.ready:
@@ -303,16 +356,20 @@ class AgentProcess:
                 if msg:
                     core.on_forward(msg)
                     self._queue_outbox()
+            self._checkpoint_if_due()
             now = time.monotonic()
             if now >= next_beat:
                 self._send_control(Kind.HEARTBEAT, {"state": Lifecycle.RUNNING.value})
-                next_beat = now + HEARTBEAT_S
+                next_beat = now + self.heartbeat_s
                 if now - self.last_heard > ORPHAN_S:
                     log.warning("%s: orchestrator silent for %.0f s; exiting", self.name, ORPHAN_S)
                     return
             if now >= next_metrics:
                 metrics = core.take_metrics()
                 metrics["steps_per_s"] = (core.steps - last_steps) / max(now - last_time, 1e-9)
+                # Drops to down peers and queue depths (the soak benchmark watches them).
+                metrics.update(self.out.metrics())
+                metrics["parked"] = len(getattr(core, "parked", ()))
                 last_steps, last_time = core.steps, now
                 self._send_control(Kind.METRICS, metrics)
                 next_metrics = now + every
@@ -326,6 +383,7 @@ class AgentProcess:
         """Save the final state and send the last metrics (with the steps done)."""
         self._save("final.pt")
         metrics = self.core.take_metrics()
+        metrics.update(self.out.metrics())
         self._send_control(Kind.METRICS, {**metrics, "final_report": True})
 
     def report_error(self, text: str) -> None:
@@ -340,10 +398,15 @@ class AgentProcess:
         self.zctx.destroy(linger=0)
 
 
-def agent_main(name: str, control_endpoint: str, log_path: str | None = None, keys_dir: str | None = None) -> None:
-    """Entry point of an agent process (what the launcher starts); `keys_dir` on tcp."""
+def agent_main(
+    name: str, control_endpoint: str, log_path: str | None = None, keys_dir: str | None = None, parent_pid: int | None = None
+) -> None:
+    """Entry point of an agent process (what the launcher starts); `keys_dir` on tcp;
+    `parent_pid`: the orchestrator's pid, watched so that the agent never outlives it."""
     _isolate(log_path)
+    watch = ParentWatch(name, parent_pid, control_endpoint) if parent_pid else None
     process = AgentProcess(name, control_endpoint, keys_dir)
+    process.watch = watch
     code = 0
     try:
         process.register()
@@ -368,6 +431,8 @@ def agent_main(name: str, control_endpoint: str, log_path: str | None = None, ke
         # Give the last control messages a moment to leave before the context goes.
         time.sleep(0.05)
         process.close()
+        if watch is not None and watch.gone.is_set():
+            remove_ipc_dir(control_endpoint, watch.own)  # the orchestrator cannot: the last one out does
     # A normal exit through multiprocessing runs its finalisers (semaphores that zarr's
     # codecs create are unlinked), which os._exit would skip.
     sys.exit(code)

@@ -40,6 +40,28 @@ class SourceDriver(AgentCore):
                     yield batches[i], meta
                 rounds += 1
 
+    @property
+    def clock(self) -> int:
+        return self._next_step - 1
+
+    def state_dict(self) -> dict:
+        """The source's position: training batches drawn and step ids used."""
+        return {"steps": self.steps, "next_step": self._next_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Move to a saved position by replaying the schedule without sending.
+
+        Replaying (drawing the same batches again from the seeded source) rather than
+        saving a data cursor works for every `Source`, with no state API of its own."""
+        for _ in range(int(state["next_step"]) - self._next_step):
+            batch, _ = next(self._schedule)
+            if batch == "train":
+                self.agent.train_batch()
+                self.steps += 1
+            self._next_step += 1
+        if self.steps != int(state["steps"]):
+            raise ValueError(f"source {self.name}: replaying to step {state['next_step']} drew {self.steps} batches, the checkpoint says {state['steps']}")
+
     def produce(self) -> bool:
         """Emit the next batch; False once the budget (and final evaluation) is done."""
         item = next(self._schedule, None)

@@ -30,6 +30,7 @@ from ...protocol.kinds import Kind
 from ...protocol.message import Message
 from ...protocol.plan import AgentPlan, LinkPlan
 from ..base import Agent
+from .checkpoint import rng_state, set_rng_state
 from .core import BACKWARD, FORWARD, AgentCore, evaluation_summary, make_optimizer
 from .interfaces import ReceiverInterface, SenderInterface
 from .nonfinite import NonFiniteGuard
@@ -94,6 +95,11 @@ class ModuleStepper(AgentCore):
         self.park_limit = max([link.dst_tick // self.tick for link in self.out_links if not link.context] + [1])
         self.eval_sums: dict[str, float] = {}
         self.last_block = -1  # the last block (step) this agent ran
+        # After a restore, or when an upstream peer restarted, the steps its peers went on
+        # without it are holes: the next complete step is taken whatever its number.
+        self.rejoining = False
+        self.waits_dropped: dict[str, int] = {}  # parked gradient waits given up, by peer
+        self.incomplete = 0  # steps dropped with only some of their inputs (their peer was down)
         # Steps further ahead than this cannot be real: back-pressure keeps senders a few
         # messages ahead (run.hwm), so such a message is refused rather than held forever.
         self.step_window = 1024 * self.tick
@@ -120,7 +126,8 @@ class ModuleStepper(AgentCore):
             self.unlocked.on_forward(msg)
             return
         block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
-        if not self.last_block < block <= self.last_block + self.step_window:
+        window = self.step_window if not self.rejoining else msg.step + self.step_window
+        if not self.last_block < block <= self.last_block + window:
             self.reject("step")  # a step already done, or one too far ahead to be real
             return
         ports = self.pending.setdefault(block, {})
@@ -135,6 +142,10 @@ class ModuleStepper(AgentCore):
                 self.reject("shape")  # the ports disagree on the batch: the step cannot run
                 return
             self.last_block = block
+            self.rejoining = False
+            for stale in [b for b in self.pending if b < block]:
+                del self.pending[stale]  # a step some input never came for (a peer was down)
+                self.incomplete += 1
             self.run_step(block, self._join(block, ports))
 
     def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
@@ -337,10 +348,41 @@ class ModuleStepper(AgentCore):
         parked.waiting.discard(link.index)
         # Parked steps share the parameters their graphs were built with, so they are released
         # together, in step order, with one update (one step when no sender runs ahead).
-        if all(not p.waiting for p in self.parked.values()):
+        self._release_parked()
+
+    def _release_parked(self) -> None:
+        if self.parked and all(not p.waiting for p in self.parked.values()):
             items = [(s, p.inputs, p.outputs, p.context, p.loss, p.grads) for s, p in sorted(self.parked.items())]
             self.parked.clear()
             self._apply(items)
+
+    # ----------------------------------------------------------------- faults
+    def abandon(self, peer: str) -> int:
+        """`peer` restarted (docs/fault-tolerance.md): the gradients parked steps wait for
+        from it will never come, so those waits are dropped (counted under
+        `dropped.gradient_wait.PEER`) and a step with nothing else to wait for is applied
+        with the gradients it has; holes its outage left in this agent's inputs are skipped."""
+        links = {link.index for link in self.out_links if link.dst == peer}
+        dropped = 0
+        for parked in self.parked.values():
+            lost = parked.waiting & links
+            dropped += len(lost)
+            parked.waiting -= lost
+        if dropped:
+            self.waits_dropped[peer] = self.waits_dropped.get(peer, 0) + dropped
+        if any(link.src == peer for link in self.in_links.values()):
+            self.rejoin()
+        self._release_parked()
+        return dropped
+
+    def rejoin(self) -> None:
+        self.rejoining = True
+        if self.unlocked is not None:
+            self.unlocked.rejoining = True
+
+    @property
+    def clock(self) -> int:
+        return self.last_block if self.unlocked is None else self.unlocked.cursor - 1
 
     # ----------------------------------------------------------------- reporting
     def take_metrics(self) -> dict[str, float]:
@@ -353,6 +395,11 @@ class ModuleStepper(AgentCore):
                 # Gradient targets that can no longer train the SG model: the cache forgot
                 # their activations (option `sg.cache` of that link).
                 out[f"dropped.sg_cache.{sender.link.key}"] = sender.cache.evicted
+        for peer, n in self.waits_dropped.items():
+            out[f"dropped.gradient_wait.{peer}"] = n
+        incomplete = self.incomplete + (self.unlocked.incomplete if self.unlocked is not None else 0)
+        if incomplete:
+            out["dropped.incomplete_step"] = incomplete
         if self.unlocked is not None:
             out.update(self.unlocked.take_losses())
         for iface in (*self.senders.values(), *self.receivers.values()):
@@ -374,7 +421,30 @@ class ModuleStepper(AgentCore):
             "optimizer": self.optimizer.state_dict(),
             "sg": sgs,
             "steps": self.steps,
+            "updates": self.updates,
+            "last_block": self.last_block,
+            "rng": rng_state(self._rng),
         }
         if self.unlocked is not None:
             state["synthetic_inputs"] = self.unlocked.state()
+            state["cursor"] = self.unlocked.cursor
         return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint: module, optimiser, SG and synthetic-input models,
+        counters and RNG states; then `rejoin`, since the peers went on meanwhile.
+
+        Raises:
+            KeyError, RuntimeError: the state is not one of this agent's (another topology).
+        """
+        self.agent.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for i, iface in (*self.senders.items(), *self.receivers.items()):
+            if iface.hosted is not None:
+                iface.hosted.load(state["sg"][str(i)])
+        if self.unlocked is not None:
+            self.unlocked.load(state["synthetic_inputs"])
+            self.unlocked.cursor = int(state["cursor"])
+        self.steps, self.updates, self.last_block = int(state["steps"]), int(state["updates"]), int(state["last_block"])
+        set_rng_state(state["rng"], self._rng)
+        self.rejoin()

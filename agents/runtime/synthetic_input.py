@@ -100,10 +100,13 @@ class UnlockedSchedule:
         self.pending: dict[int, dict[str, tuple[np.ndarray, dict]]] = {}
         self.synthetic_done = False  # A(cursor) has run
         self.held: dict[str, torch.Tensor] = {}  # A(cursor)'s gradients w.r.t. predicted inputs
+        self.rejoining = False  # ModuleStepper.rejoin: skip to the next complete step
+        self.incomplete = 0  # steps skipped with only some of their inputs
 
     def on_forward(self, msg: Message) -> None:
         """Buffer one input; run every phase that is now due."""
-        if not self.cursor <= msg.step <= self.cursor + self.core.step_window:
+        window = self.core.step_window if not self.rejoining else msg.step + self.core.step_window
+        if not self.cursor <= msg.step <= self.cursor + window:
             self.core.reject("step")  # done already, or too far ahead to be real
             return
         ports = self.pending.setdefault(msg.step, {})
@@ -113,8 +116,21 @@ class UnlockedSchedule:
         ports[msg.port] = (msg.tensors["x"], msg.meta)
         self._advance()
 
+    def _skip_holes(self) -> None:
+        """Rejoining: move the cursor to the first step whose inputs are all here, dropping
+        the incomplete ones before it (steps a peer went on without this agent)."""
+        complete = [s for s, ports in self.pending.items() if len(ports) == len(self.core.required)]
+        if complete and min(complete) > self.cursor:
+            first = min(complete)
+            for stale in [s for s in self.pending if s < first]:
+                del self.pending[stale]
+                self.incomplete += 1
+            self.cursor, self.synthetic_done, self.held = first, False, {}
+
     def _advance(self) -> None:
         core = self.core
+        if self.rejoining:
+            self._skip_holes()
         while (inputs := self.pending.get(self.cursor)) is not None:
             meta = next(iter(inputs.values()))[1]
             complete = len(inputs) == len(core.required)
@@ -133,6 +149,7 @@ class UnlockedSchedule:
                 return
             self._real_step(self.cursor, self.pending.pop(self.cursor))
             self.synthetic_done = False
+            self.rejoining = False
             self.cursor += 1
 
     def _synthetic_step(self, step: int, inputs: dict) -> None:
@@ -187,3 +204,7 @@ class UnlockedSchedule:
 
     def state(self) -> dict:
         return {port: hosted.state() for port, hosted in self.inputs.items()}
+
+    def load(self, state: dict) -> None:
+        for port, hosted in self.inputs.items():
+            hosted.load(state[port])

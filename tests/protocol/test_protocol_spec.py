@@ -232,7 +232,10 @@ def test_every_meta_example_travels_in_its_kind(name: str) -> None:
 
 def test_the_welcome_example_is_a_complete_plan_and_its_endpoints() -> None:
     meta = json.loads(METAS["welcome"][1])
-    assert set(meta) == {"spec", "endpoints", "run_dir"}
+    assert set(meta) == {"spec", "endpoints", "run_dir", "incarnations"}
+    assert meta["incarnations"] == {}  # no agent restarted yet
+    # The optional keys (a checkpoint to start from; on tcp, the ports a restart binds).
+    assert "`restore`" in section("12.3") and "`bind`" in section("12.11")
     spec = meta["spec"]
     # Every key the records write is in the example, with the value the records read back.
     assert AgentPlan.from_wire(spec).to_wire() == spec
@@ -300,11 +303,13 @@ def test_the_reject_reasons_are_the_runtime_s() -> None:
 def test_the_timers_are_the_code_s() -> None:
     text = section("12.6")
     constants = re.findall(r"^\| [^|]+ \| ([\d.]+) s \| `([A-Z_]+)` in `([\w/.]+)` \|", text, re.MULTILINE)
-    assert {name for _, name, _ in constants} == {"HEARTBEAT_S", "ORPHAN_S", "STOP_GRACE_S"}
+    assert {name for _, name, _ in constants} == {"HEARTBEAT_S", "ORPHAN_S", "STOP_GRACE_S", "GRACE_S", "ROUND_TIMEOUT_S"}
     for value, name, path in constants:
         assert float(value) == module_constant(path, name), name
     settings = re.findall(r"^\| [^|]+ \| ([\d.]+) s \| `run\.(\w+)`", text, re.MULTILINE)
-    assert {name for _, name in settings} == {"metrics_every_s", "register_timeout_s"}
+    assert {name for _, name in settings} == {
+        "heartbeat_s", "metrics_every_s", "hang_timeout_s", "register_timeout_s", "restart_backoff_s", "checkpoint_every_s",
+    }
     for value, name in settings:
         assert float(value) == getattr(RunSettings(), name), name
 
