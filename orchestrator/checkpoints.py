@@ -12,8 +12,8 @@ A round (docs/fault-tolerance.md, "Checkpoints"):
    atomically with each file's SHA-256: a set is complete exactly when its manifest exists.
    The newest `run.checkpoint_keep` complete sets are kept; older ones are deleted.
 
-A round that does not complete within `ROUND_TIMEOUT_S` (an agent died during it) is
-abandoned and its folder removed.  `latest()` is the newest complete set whose every file
+A round that does not complete within `ROUND_TIMEOUT_S`, or during which an agent died, is
+abandoned; its folder is removed once a later round completes or the run ends.  `latest()` is the newest complete set whose every file
 still hashes to its manifest entry; a torn or corrupted set is logged and the previous used.
 """
 
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..agents.runtime.checkpoint import CheckpointError, file_sha256
+from ..agents.runtime.checkpoint import CheckpointError, file_sha256, write_atomic
 from ..protocol.plan import RunSettings
 
 ROUND_TIMEOUT_S = 30.0
@@ -45,15 +44,6 @@ class Round:
     began: float
     step: int | None = None  # the source's cut, once it answered
     files: dict[str, dict] = field(default_factory=dict)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Checkpoints:
@@ -127,20 +117,30 @@ class Checkpoints:
 
     def _complete(self, current: Round) -> None:
         manifest = {"id": current.id, "step": current.step, "created": time.time(), "agents": current.files}
-        _write_atomic(current.folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_atomic(current.folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         self.completed.append(manifest)
         self.current = None
         log.info("checkpoint %d complete at step %d (%d agents)", current.id, current.step, len(current.files))
         complete = [i for i in self._ids() if (self.root / f"{i:06d}" / MANIFEST).exists()]
         for old in complete[: -self.run.checkpoint_keep]:
             shutil.rmtree(self.root / f"{old:06d}", ignore_errors=True)
+        self.remove_incomplete(before=current.id)
+
+    def remove_incomplete(self, before: int | None = None) -> None:
+        """Delete the folders of abandoned rounds (no manifest), those before round `before`
+        or all when None (the run is over).  Not at the moment of abandoning: an agent may be
+        writing into the folder then, and agents that reach an abandoned round's step still
+        save into it (they are not told); their write fails harmlessly once it is gone."""
+        for ident in self._ids():
+            folder = self.root / f"{ident:06d}"
+            if (before is None or ident < before) and not (folder / MANIFEST).exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def abandon(self, why: str) -> None:
         """Give up the round in progress (an agent died, or it took too long)."""
         if self.current is None:
             return
         log.warning("checkpoint %d abandoned: %s", self.current.id, why)
-        shutil.rmtree(self.current.folder, ignore_errors=True)
         self.current = None
 
     def expire(self, now: float) -> None:

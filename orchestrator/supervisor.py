@@ -433,6 +433,7 @@ class Supervisor:
                 raise
         finally:
             self._stop()
+            self.checkpoints.remove_incomplete()  # abandoned rounds: every agent has stopped
             self.router.close(0)
             if self.auth is not None:  # its thread uses sockets of the context: stop it first
                 self.auth.stop()

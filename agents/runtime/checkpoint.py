@@ -28,24 +28,44 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_atomic(path: Path, state: dict) -> str:
-    """Write `state` to `path` atomically (tmp, fsync, rename, fsync dir); its SHA-256 hex."""
+def save_atomic(path: Path, state: dict, make_folder: bool = True) -> str:
+    """Write `state` to `path` atomically (tmp, fsync, rename, fsync dir); its SHA-256 hex.
+
+    Raises:
+        OSError: the file cannot be written (no folder when `make_folder` is False, a full
+            disk); the temporary file is removed and no file is left at `path`.
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return sha256_of(data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """`data` into `path` whole or not at all, durably: a temporary name in the same folder,
+    fsync, rename, fsync of the folder (the POSIX recipe).
+
+    Raises:
+        OSError: as `open`; the temporary file is removed and `path` is left as it was.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:
         os.close(folder)
-    return sha256_of(data)
 
 
 def file_sha256(path: Path) -> str:

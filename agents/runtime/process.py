@@ -212,7 +212,11 @@ class AgentProcess:
         self.wanted = None
         t0 = time.monotonic()
         path = Path(folder) / f"{self.name}.pt"
-        sha = save_atomic(path, self.core.state_dict())
+        try:
+            sha = save_atomic(path, self.core.state_dict(), make_folder=False)
+        except OSError as err:  # e.g. the round was abandoned and its folder removed
+            log.warning("%s: checkpoint %d not written (%s); training goes on", self.name, ident, err)
+            return
         meta = {"id": ident, "step": self.core.clock, "steps": self.core.steps, "file": str(path), "sha256": sha, "save_s": time.monotonic() - t0}
         self._send_control(Kind.CHECKPOINT, meta)
 

@@ -74,7 +74,24 @@ def test_a_round_that_does_not_complete_is_abandoned_and_removed(tmp_path):
     sets.expire(100.0 + 29)
     assert sets.current is not None
     sets.expire(100.0 + 31)
-    assert sets.current is None and not (tmp_path / f"{begin['id']:06d}").exists()
+    assert sets.current is None
+    abandoned = tmp_path / f"{begin['id']:06d}"
+    # A late agent still writes into it (it is not told); that must neither fail nor count.
+    _answer(abandoned, "l1", begin["id"], 3)
+    assert sets.latest() is None
+    _round(sets, 8)  # the next complete round removes the abandoned one's folder
+    assert not abandoned.exists() and sets.latest()["step"] == 8
+    sets.begin(9, 200.0)
+    sets.abandon("interrupted")
+    sets.remove_incomplete()  # the run is over
+    assert [p.name for p in tmp_path.iterdir()] == ["000002"]
+
+
+def test_a_checkpoint_into_a_removed_folder_fails_cleanly(tmp_path):
+    folder = tmp_path / "000001"
+    with pytest.raises(OSError):
+        save_atomic(folder / "l1.pt", {"steps": 1}, make_folder=False)
+    assert not folder.exists()
 
 
 def test_checkpointing_can_be_switched_off():
