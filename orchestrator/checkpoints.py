@@ -149,6 +149,26 @@ class Checkpoints:
             self.abandon(f"no answer from {missing} within {ROUND_TIMEOUT_S:.0f} s")
 
     # ----------------------------------------------------------------- reading
+    def _malformed(self, manifest) -> str | None:
+        """What is wrong with a manifest's form (not its files), or None."""
+
+        def count(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(manifest, dict) or not count(manifest.get("id")) or not count(manifest.get("step")):
+            return "has no integer id and step"
+        agents = manifest.get("agents")
+        if not isinstance(agents, dict):
+            return "has no agents"
+        missing = [n for n in self.agents if n not in agents]
+        if missing:
+            return f"lacks {missing}"
+        for name, entry in agents.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                    and count(entry.get("step")) and count(entry.get("steps", 0))):
+                return f"has a bad entry for {name!r}"
+        return None
+
     def latest(self, only: str | None = None) -> dict | None:
         """The newest complete set whose files (or only agent `only`'s) verify, with each
         file's absolute path; None when there is none.  A corrupt set is logged and skipped."""
@@ -156,8 +176,15 @@ class Checkpoints:
             folder = self.root / f"{ident:06d}"
             try:
                 manifest = json.loads((folder / MANIFEST).read_text())
-            except (OSError, ValueError):
+            except FileNotFoundError:
                 continue  # an incomplete round: no manifest
+            except (OSError, ValueError) as err:
+                log.warning("checkpoint %d is corrupt (its manifest: %s); using the one before it", ident, err)
+                continue
+            malformed = self._malformed(manifest)
+            if malformed:
+                log.warning("checkpoint %d is corrupt (its manifest %s); using the one before it", ident, malformed)
+                continue
             problems = []
             for name, entry in manifest["agents"].items():
                 entry["file"] = str(folder / entry["file"])

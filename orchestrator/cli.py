@@ -108,7 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Interrupted as err:
         progress.close()
         run_dir.write_json("summary.json", {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()})
-        print(f"synthgrad run: {err}; all agents stopped (continue with: synthgrad run --resume {run_dir.path})", file=sys.stderr)
+        resumable = any((run_dir.path / "checkpoints").glob("*/manifest.json"))
+        hint = f" (continue with: synthgrad run --resume {run_dir.path})" if resumable else " (no checkpoint was complete: nothing to resume)"
+        print(f"synthgrad run: {err}; all agents stopped{hint}", file=sys.stderr)
         return 128 + err.signum
     finally:
         launcher.close()  # the fork server goes with the run

@@ -233,6 +233,10 @@ def _validate_faults(run: dict) -> None:
     """Heartbeats, hang timeout, restart policy and checkpoints (docs/fault-tolerance.md)."""
     for key in ("heartbeat_s", "hang_timeout_s"):
         _positive_number(run[key], f"run.{key}")
+    if run["heartbeat_s"] > 5:  # an agent gives the orchestrator up after 20 s of silence (ORPHAN_S)
+        raise ConfigError("run.heartbeat_s", f"must be at most 5 s (agents take 20 s of silence for a dead orchestrator), got {run['heartbeat_s']}")
+    if run["hang_timeout_s"] < 1:
+        raise ConfigError("run.hang_timeout_s", f"must be at least 1 s (shorter, a busy but healthy agent is killed as hung), got {run['hang_timeout_s']}")
     if run["hang_timeout_s"] < 2 * run["heartbeat_s"]:
         raise ConfigError(
             "run.hang_timeout_s",
@@ -247,6 +251,8 @@ def _validate_faults(run: dict) -> None:
     for key in ("restart_backoff_s", "checkpoint_every_s"):
         if _expect(run[key], (int, float), f"run.{key}", "a number of seconds") < 0 or not math.isfinite(run[key]):
             raise ConfigError(f"run.{key}", f"must be a finite number of seconds >= 0, got {run[key]}")
+    if run["restart_backoff_s"] > 60:
+        raise ConfigError("run.restart_backoff_s", f"must be at most 60 s (it doubles with each restart), got {run['restart_backoff_s']}")
 
 
 def _validate_transport(run: dict) -> None:

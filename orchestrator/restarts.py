@@ -102,13 +102,17 @@ class AgentRecord:
 class RestartPolicy:
     """`run.max_restarts` and `run.restart_backoff_s` applied to one fault."""
 
-    def __init__(self, run: RunSettings, source: str) -> None:
-        self.run, self.source = run, source
+    def __init__(self, run: RunSettings, source: str, unlocked: bool = False) -> None:
+        """`unlocked`: the run has `unlocked` links (complete unlock), whose agents are not
+        restarted: its schedule runs every step in order, and a restart leaves holes."""
+        self.run, self.source, self.unlocked = run, source, unlocked
 
     def refusal(self, name: str, record: AgentRecord) -> str | None:
         """Why this fault ends the run, or None when the agent is restarted."""
         if name == self.source:
             return "the source is not restarted inside a run (continue it with synthgrad run --resume RUN_DIR)"
+        if self.unlocked:
+            return "agents of a run with 'unlocked' links are not restarted inside it (continue it with synthgrad run --resume RUN_DIR)"
         if record.restarts >= self.run.max_restarts:
             return f"restarts exhausted ({record.restarts} of run.max_restarts = {self.run.max_restarts})"
         return None

@@ -40,8 +40,9 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Topology, dict,
     run_dir = Path(run_dir).resolve()  # the agents get absolute checkpoint paths
     try:
         config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        raise ConfigError("--resume", f"{run_dir} is not a run directory (no readable config.json)") from None
+        name, order, source = config["run"]["name"], list(config["order"]), str(config["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError("--resume", f"{run_dir} is not a run directory (no readable config.json with run.name, order and source)") from None
     for assignment in overrides:
         if _key(assignment) not in SAFE:
             raise ConfigError(
@@ -55,13 +56,12 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Topology, dict,
             kept.append("run.epochs=null")
         else:
             kept.append("run.steps=null")
-    name = config["run"]["name"]
     every = [*kept, *overrides, f"run.name={json.dumps(name)}"]
     topology = load_topology(run_dir / "topology.toml", every)
-    manifest = Checkpoints(run_dir / "checkpoints", list(config["order"]), config["source"], topology.run).latest()
+    manifest = Checkpoints(run_dir / "checkpoints", order, source, topology.run).latest()
     if manifest is None:
         raise ConfigError("--resume", f"{run_dir} has no complete checkpoint to resume from (checkpoints/*/manifest.json)")
-    done = manifest["agents"][config["source"]].get("steps", 0)
+    done = manifest["agents"][source].get("steps", 0)
     if topology.run.steps is not None and topology.run.steps <= done:
         raise ConfigError("run.steps", f"the newest checkpoint is at training step {done} of {topology.run.steps}; give a larger budget, e.g. --set run.steps={2 * done}")
     return topology, manifest, every

@@ -79,8 +79,8 @@ class Supervisor:
         self.progress = progress
         self.run_id = run_dir.path.name
         self.zctx = new_context()
-        self.ipc = IpcNamespace()
         run = plan.topology.run
+        self.ipc = IpcNamespace() if run.transport == "ipc" else None
         self.keys, self.auth, self.data_endpoints = None, None, {}
         if run.transport == "tcp":  # CURVE is mandatory on tcp (docs/security.md)
             self.keys = keys or fresh_run_keys(run_dir.path, plan.order)
@@ -97,9 +97,15 @@ class Supervisor:
         self.timings: dict[str, float] = {}
         self.resume = resume
         self.checkpoints = Checkpoints(run_dir.path / "checkpoints", plan.order, plan.source, run)
-        self.policy = RestartPolicy(run, plan.source)
+        self.resumed_steps = 0  # training steps done before this run (--resume)
+        if resume is not None:
+            self.resumed_steps = int(resume["agents"][plan.source].get("steps", 0))
+            self.checkpoints.last_step = self.resumed_steps  # the next round one interval on
+        unlocked = any(link.mode.has_synthetic_input for agent in plan.agents.values() for link in agent.in_links)
+        self.policy = RestartPolicy(run, plan.source, unlocked)
         self.faults: list[dict] = []  # one entry per fault: agent, cause, detection and rejoin times
         self.training = False
+        self._last_check = time.monotonic()
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -223,6 +229,14 @@ class Supervisor:
         or silence past `run.hang_timeout_s` in a running agent, is a fault (`_fault`)."""
         run = self.plan.topology.run
         now = time.monotonic()
+        if now - self._last_check > 2 * run.heartbeat_s:
+            # This process itself did not run (SIGSTOP, a suspended laptop, a starved CPU):
+            # the agents' heartbeats are still unread, so nobody's silence means anything yet.
+            if self.training:
+                log.warning("the orchestrator did not run for %.1f s; every agent gets a fresh hang timeout", now - self._last_check)
+            for state in self.agents.values():
+                state.heard()
+        self._last_check = now
         for name, state in self.agents.items():
             if state.restart_at is not None:  # no process now: it starts at restart_at
                 continue
@@ -280,7 +294,8 @@ class Supervisor:
         """agents.json: the ipc folder, the control endpoint and every agent's current pid
         and incarnation (rewritten at each restart)."""
         agents = {n: {"pid": s.pid, "incarnation": s.incarnation, "restarts": s.restarts} for n, s in self.agents.items()}
-        self.run_dir.write_json("agents.json", {"ipc_dir": self.ipc.path, "control": self.endpoint, "agents": agents})
+        ipc_dir = self.ipc.path if self.ipc is not None else None
+        self.run_dir.write_json("agents.json", {"ipc_dir": ipc_dir, "control": self.endpoint, "agents": agents})
 
     def _rejoin(self, name: str) -> None:
         """A restarted agent is ready: START it; its peers learn its new incarnation."""
@@ -407,6 +422,10 @@ class Supervisor:
         for name, state in self.agents.items():
             state.advance(Lifecycle.STOPPING)
             self._send(name, Kind.STOP)  # False when it never registered or is gone
+        # Connections are made; nothing needs the socket paths any more, so they go now: a
+        # SIGKILL during the stop (systemd's, timeout -k's) then leaves no ipc folder behind.
+        if self.ipc is not None:
+            self.ipc.cleanup()
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and any(s.handle.is_alive() for s in self.agents.values()):
             got = self._receive(50)
@@ -438,7 +457,8 @@ class Supervisor:
             if self.auth is not None:  # its thread uses sockets of the context: stop it first
                 self.auth.stop()
             self.zctx.term()
-            self.ipc.cleanup()
+            if self.ipc is not None:
+                self.ipc.cleanup()
             self.run_dir.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -455,7 +475,7 @@ class Supervisor:
             "run_id": self.run_id,
             "steps": steps,
             "wall_s": wall,
-            "samples_per_s": steps * run.batch_size / wall if wall else 0.0,
+            "samples_per_s": (steps - self.resumed_steps) * run.batch_size / wall if wall else 0.0,
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,

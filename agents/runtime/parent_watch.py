@@ -14,6 +14,7 @@ fork server sees its alive pipe close and exits too.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -49,14 +50,34 @@ def _wait_for_exit(pid: int) -> None:
         os.close(fd)
 
 
-def remove_ipc_dir(control_endpoint: str, own: tuple[str, ...] = ()) -> None:
-    """After the orchestrator died: remove its control socket file (and `own`, this agent's
-    ipc endpoints, when it cannot close its sockets) and, when this agent is the last out
-    (the folder is empty), the run's ipc folder.  tcp runs have none."""
+def _alive(pid) -> bool:
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
+
+
+def _dead_agents_endpoints(run_dir: Path | None, endpoints: dict) -> list[str]:
+    """The ipc endpoints of agents whose process is gone (agents.json has every agent's
+    current pid): a killed agent leaves its socket files, and its successor may never come."""
+    if run_dir is None:
+        return []
+    try:
+        pids = {n: a.get("pid") for n, a in json.loads((run_dir / "agents.json").read_text())["agents"].items()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return []
+    return [e for n, planes in endpoints.items() if not _alive(pids.get(n)) for e in planes.values()]
+
+
+def remove_ipc_dir(control_endpoint: str, own: tuple[str, ...] = (), run_dir: Path | None = None, endpoints: dict | None = None) -> None:
+    """After the orchestrator died: remove its control socket file, `own` (this agent's ipc
+    endpoints, when it cannot close its sockets) and those of agents that are gone, and, when
+    this agent is the last out (the folder is empty), the run's ipc folder.  tcp runs have none."""
     if not control_endpoint.startswith("ipc://"):
         return
     control = Path(control_endpoint[len("ipc://"):])
-    for path in (control, *(Path(e[len("ipc://"):]) for e in own if e.startswith("ipc://"))):
+    others = _dead_agents_endpoints(run_dir, endpoints or {})
+    for path in (control, *(Path(e[len("ipc://"):]) for e in (*own, *others) if e.startswith("ipc://"))):
         try:
             path.unlink()
         except OSError:
@@ -74,6 +95,8 @@ class ParentWatch:
         self.name, self.pid, self.control_endpoint = name, pid, control_endpoint
         self.gone = threading.Event()
         self.own: tuple[str, ...] = ()  # this agent's bound ipc endpoints, once bound
+        self.run_dir: Path | None = None  # and, from WELCOME, the run directory and endpoints
+        self.endpoints: dict = {}
         self.thread = threading.Thread(target=self._watch, name="parent-watch", daemon=True)
         self.thread.start()
 
@@ -84,5 +107,9 @@ class ParentWatch:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(GRACE_S)
         log.error("%s: still here %.0f s after the orchestrator died; exiting now", self.name, GRACE_S)
-        remove_ipc_dir(self.control_endpoint, self.own)
+        self.clean_up()
         os._exit(3)
+
+    def clean_up(self) -> None:
+        """What this agent can remove of the run's ipc folder (see `remove_ipc_dir`)."""
+        remove_ipc_dir(self.control_endpoint, self.own, self.run_dir, self.endpoints)

@@ -60,7 +60,7 @@ from .checkpoint import load_verified, save_atomic
 from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 from .nonfinite import NonFiniteError
 from .outbound import Outbound
-from .parent_watch import ParentWatch, remove_ipc_dir
+from .parent_watch import ParentWatch
 
 HEARTBEAT_S = 1.0  # until WELCOME brings run.heartbeat_s
 DRAIN_LIMIT = 1000  # messages read from one socket per turn of the loop
@@ -255,8 +255,9 @@ class AgentProcess:
             fwd_at, bwd_at = self.endpoints[self.name][FORWARD], self.endpoints[self.name][BACKWARD]
         self.fwd, fwd_bound = bind_pull(self.zctx, fwd_at, hwm=self.hwm, curve=self.own_keys)
         self.bwd, bwd_bound = bind_pull(self.zctx, bwd_at, hwm=0, curve=self.own_keys)  # gradients are always drained
-        if self.watch is not None:  # what to unlink should the agent have to exit hard
+        if self.watch is not None:  # what to unlink should the orchestrator die
             self.watch.own = (fwd_bound, bwd_bound)
+            self.watch.run_dir, self.watch.endpoints = self.run_dir, dict(self.endpoints)
         self.state = self.state.advance(Lifecycle.READY)
         ready = {"state": Lifecycle.READY.value, "pid": os.getpid()}
         if self.core.is_source:
@@ -436,7 +437,7 @@ def agent_main(
         time.sleep(0.05)
         process.close()
         if watch is not None and watch.gone.is_set():
-            remove_ipc_dir(control_endpoint, watch.own)  # the orchestrator cannot: the last one out does
+            watch.clean_up()  # the orchestrator cannot: the last one out does
     # A normal exit through multiprocessing runs its finalisers (semaphores that zarr's
     # codecs create are unlinked), which os._exit would skip.
     sys.exit(code)

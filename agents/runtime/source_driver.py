@@ -3,6 +3,8 @@ whole evaluation set, to every link out of each port (core.py has the shared bas
 
 from __future__ import annotations
 
+import itertools
+
 from ...protocol.kinds import Kind
 from ...protocol.plan import AgentPlan
 from ..base import Source
@@ -26,6 +28,7 @@ class SourceDriver(AgentCore):
         self.budget = self.run.steps or self.run.epochs * source.steps_per_epoch(batch)
         self._schedule = self._batches()
         self._next_step = 0
+        self._final: tuple[int, int] | None = None  # (round, training steps) once it began
 
     def _batches(self):
         every = self.run.eval_every
@@ -34,11 +37,28 @@ class SourceDriver(AgentCore):
             yield "train", {}
             final = done == self.budget
             if final or (every and done % every == 0):
-                batches = list(self.agent.eval_batches(self.run.eval_batch_size))
-                for i, _ in enumerate(batches):
-                    meta = {"eval": rounds, "last": i == len(batches) - 1, "final": final, "train_steps": done}
-                    yield batches[i], meta
+                yield from self._evaluation(rounds, final, done)
                 rounds += 1
+
+    def _evaluation(self, round_: int, final: bool, done: int):
+        if final:
+            self._final = (round_, done)
+        batches = list(self.agent.eval_batches(self.run.eval_batch_size))
+        for i, batch in enumerate(batches):
+            yield batch, {"eval": round_, "last": i == len(batches) - 1, "final": final, "train_steps": done}
+
+    def abandon(self, peer: str) -> int:
+        """`peer` restarted: if the final evaluation has begun, it may have been lost with
+        the peer (a terminal, or an agent on the way to one), and the run ends only when every
+        terminal has reported it, so the whole final evaluation is sent again, under new
+        step ids and the next round number.  Terminals that had it report it twice; the last
+        report counts."""
+        if self._final is not None:
+            # A new round number: a terminal that had part of the lost one starts its sums afresh.
+            again = self._evaluation(self._final[0] + 1, True, self._final[1])
+            self._schedule = itertools.chain(again, self._schedule)
+            self.finished = False
+        return 0
 
     @property
     def clock(self) -> int:
@@ -54,7 +74,12 @@ class SourceDriver(AgentCore):
         Replaying (drawing the same batches again from the seeded source) rather than
         saving a data cursor works for every `Source`, with no state API of its own."""
         for _ in range(int(state["next_step"]) - self._next_step):
-            batch, _ = next(self._schedule)
+            batch, _ = next(self._schedule, ("past", None))
+            if batch == "past":
+                raise ValueError(
+                    f"source {self.name}: the checkpoint is at step {state['next_step']}, past this run's budget "
+                    f"of {self.budget} training steps and their evaluations; resume with a larger budget"
+                )
             if batch == "train":
                 self.agent.train_batch()
                 self.steps += 1

@@ -94,6 +94,7 @@ class ModuleStepper(AgentCore):
         # receiver's block is complete (its gradient comes only then).
         self.park_limit = max([link.dst_tick // self.tick for link in self.out_links if not link.context] + [1])
         self.eval_sums: dict[str, float] = {}
+        self.eval_round = None  # the evaluation round eval_sums belong to
         self.last_block = -1  # the last block (step) this agent ran
         # After a restore, or when an upstream peer restarted, the steps its peers went on
         # without it are holes: the next complete step is taken whatever its number.
@@ -306,6 +307,8 @@ class ModuleStepper(AgentCore):
             outputs = self.agent.forward(xs)
             outputs = {p: self.guard.check(o, step, "activation", f"port {p}, evaluation") for p, o in outputs.items()}
             if self.agent.terminal:
+                if meta["eval"] != self.eval_round:  # a new round (or one sent again): fresh sums
+                    self.eval_sums, self.eval_round = {}, meta["eval"]
                 for key, value in self.agent.evaluate(outputs, context).items():
                     self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
         module.train()

@@ -149,7 +149,6 @@ def test_counters_of_a_dead_incarnation_are_kept_in_the_totals():
     [
         ("run.heartbeat_s=0", "run.heartbeat_s"),
         ("run.hang_timeout_s=-1", "run.hang_timeout_s"),
-        ("run.hang_timeout_s=0.6", "run.hang_timeout_s"),  # under twice the heartbeat
         ("run.max_restarts=-1", "run.max_restarts"),
         ("run.max_restarts=true", "run.max_restarts"),
         ("run.checkpoint_every=1.5", "run.checkpoint_every"),
@@ -157,12 +156,55 @@ def test_counters_of_a_dead_incarnation_are_kept_in_the_totals():
         ("run.checkpoint_every_s=-3", "run.checkpoint_every_s"),
         ("run.restart_backoff_s=inf", "run.restart_backoff_s"),
         ('run.restart_backoff_s="1s"', "run.restart_backoff_s"),
+        ("run.restart_backoff_s=1e6", "run.restart_backoff_s"),
+        ("run.heartbeat_s=25", "run.heartbeat_s"),
+        ("run.hang_timeout_s=0.5", "run.hang_timeout_s"),
     ],
 )
 def test_bad_fault_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_topology(EXAMPLES / "mnist_dni.toml", [override])
     assert err.value.key == key
+
+
+def test_a_hang_timeout_under_two_heartbeats_is_refused():
+    with pytest.raises(ConfigError, match="at least twice run.heartbeat_s") as err:
+        load_topology(EXAMPLES / "mnist_dni.toml", ["run.heartbeat_s=1", "run.hang_timeout_s=1.5"])
+    assert err.value.key == "run.hang_timeout_s"
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [{}, [1], {"id": 2, "step": 5, "agents": {"source": {"file": "source.pt", "sha256": "0" * 64, "step": 5}}},
+     {"id": 2, "step": 5, "agents": {n: {"file": f"{n}.pt", "sha256": "0" * 64, "step": 5, "steps": "x"} for n in AGENTS}}],
+)
+def test_a_malformed_newest_manifest_falls_back_to_the_set_before(tmp_path, manifest):
+    sets = Checkpoints(tmp_path, AGENTS, "source", RunSettings(steps=10))
+    _round(sets, 4)
+    bad = tmp_path / "000002"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    assert sets.latest()["step"] == 4
+
+
+def test_the_final_evaluation_is_sent_again_when_a_peer_restarts_after_it_began(one_torch_thread):
+    from synthgrad.agents.runtime.build import build_core
+    from synthgrad.orchestrator.plan import plan_run
+
+    overrides = ['agents.source.dataset="digits"', "run.steps=3", "run.eval_batch_size=400", "run.batch_size=32"]
+    plan = plan_run(load_topology(EXAMPLES / "mnist_dni.toml", overrides))
+    source = build_core(plan.agents["source"])
+    metas = []
+    while source.produce():
+        metas.append(source.outbox[-1][2].meta)
+    assert source.finished and metas[-1]["final"] and metas[-1]["last"]
+    first = len(metas)
+    assert source.abandon("l2") == 0 and not source.finished
+    while source.produce():
+        metas.append(source.outbox[-1][2].meta)
+    again = metas[first:]
+    assert [{**m, "eval": 0} for m in again] == metas[3:first]  # the whole final evaluation, once more
+    assert all(m["final"] and m["eval"] == 1 for m in again)  # as a new round
 
 
 def test_a_manifest_is_plain_json_naming_each_file_and_hash(tmp_path):
