@@ -28,6 +28,13 @@ def _listed(counts: dict[str, dict[str, int]]) -> str:
     return "; ".join(f"{n}: " + ", ".join(f"{k} {c}" for k, c in sorted(by.items())) for n, by in counts.items())
 
 
+def _stopped_early(signum, _frame) -> None:
+    """SIGTERM before a supervisor takes over (parsing, planning, start-up): no agent exists
+    yet, so the command just says so and exits 143; `finally` blocks still run."""
+    print(f"synthgrad run: stopped by {signal.Signals(signum).name} before the run started", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if (args.file is None) == (args.resume is None):
@@ -113,7 +120,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"synthgrad run: {err}; all agents stopped{hint}", file=sys.stderr)
         return 128 + err.signum
     finally:
-        launcher.close()  # the fork server goes with the run
+        # The fork server goes with the run.  Every agent is stopped already, so a second
+        # Ctrl-C now would only interrupt this wait with a traceback: it is ignored.
+        quiet = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            launcher.close()
+        finally:
+            for s, handler in quiet.items():
+                signal.signal(s, handler)
     progress.close()
     run_dir.write_json("summary.json", summary)
     acc = summary["metrics"].get("test_accuracy")
@@ -257,6 +271,7 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `synthgrad` console script."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _stopped_early)  # until a supervisor installs its own
     _log_to_stderr()
     args = build_parser().parse_args(argv)
     return args.func(args)
