@@ -457,8 +457,6 @@ class Supervisor:
             if self.auth is not None:  # its thread uses sockets of the context: stop it first
                 self.auth.stop()
             self.zctx.term()
-            if self.ipc is not None:
-                self.ipc.cleanup()
             self.run_dir.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)

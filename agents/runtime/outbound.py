@@ -103,18 +103,10 @@ class Outbound:
         """The orchestrator says `peer` is down: what is queued for it is dropped or held."""
         self.down.add(peer)
         for (dest, plane), sock in self.pushes.items():
-            if dest != peer:
-                continue
-            kept = deque()
-            for msg in self.pending[sock]:
-                fate = self._fate(dest, plane, msg)
-                if fate == "send":
-                    kept.append(msg)
-                elif fate == "hold":
-                    self._hold(dest, plane, msg)
-                else:
-                    self._drop(dest)
-            self.pending[sock] = kept
+            if dest == peer:  # each queued message meets the fate a new one would
+                queued, self.pending[sock] = self.pending[sock], deque()
+                for msg in queued:
+                    self.put(dest, plane, msg)
 
     def came_back(self, peer: str) -> None:
         """`peer` is up again (a new incarnation): what was held for it goes out, in order."""

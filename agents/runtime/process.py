@@ -192,8 +192,6 @@ class AgentProcess:
                         if given_up:
                             log.warning("%s: %s restarted; gave up %d gradient waits on it", self.name, peer, given_up)
                         self._queue_outbox()
-        if isinstance(down, list):
-            self.out.down = now_down
 
     def _on_checkpoint(self, meta: dict) -> None:
         """CHECKPOINT {id, dir[, step]}: the source saves now; every other agent once its

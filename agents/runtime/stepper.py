@@ -127,9 +127,9 @@ class ModuleStepper(AgentCore):
             self.unlocked.on_forward(msg)
             return
         block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
-        window = self.step_window if not self.rejoining else msg.step + self.step_window
-        if not self.last_block < block <= self.last_block + window:
-            self.reject("step")  # a step already done, or one too far ahead to be real
+        # A step already done, or (unless rejoining: its peers went on) one too far ahead to be real.
+        if block <= self.last_block or (not self.rejoining and block > self.last_block + self.step_window):
+            self.reject("step")
             return
         ports = self.pending.setdefault(block, {})
         by_step = ports.setdefault(msg.port, {})

@@ -105,8 +105,7 @@ class UnlockedSchedule:
 
     def on_forward(self, msg: Message) -> None:
         """Buffer one input; run every phase that is now due."""
-        window = self.core.step_window if not self.rejoining else msg.step + self.core.step_window
-        if not self.cursor <= msg.step <= self.cursor + window:
+        if msg.step < self.cursor or (not self.rejoining and msg.step > self.cursor + self.core.step_window):
             self.core.reject("step")  # done already, or too far ahead to be real
             return
         ports = self.pending.setdefault(msg.step, {})
