@@ -210,6 +210,8 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     for key in ("register_timeout_s", "metrics_every_s"):
         _positive_number(run[key], f"run.{key}")
     _expect(run["runs_dir"], str, "run.runs_dir", "a folder name")
+    for key in ("trace", "tensorboard"):
+        _expect(run[key], bool, f"run.{key}", "true or false")
     if run["name"] is not None:
         _file_name(run["name"], "run.name")
     milestones = _expect(run["lr_decay_at"], list, "run.lr_decay_at", "a list of steps")

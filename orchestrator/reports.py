@@ -24,9 +24,10 @@ from ..protocol.kinds import Kind
 
 CONTROL_REASONS = ("decode", "stranger", "key", "run", "report")
 # Counts the supervisor and the progress line do arithmetic on.
-COUNTS = ("steps", "train_steps", "budget", "eval", "pid", "queued", "held", "parked")
-# Numbers the progress line formats (and plots read); may be non-finite (a diverged run).
-NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s")
+COUNTS = ("steps", "train_steps", "budget", "eval", "pid", "queued", "held", "parked", "clock", "clock_ns")
+# Numbers the progress line, status.json and the plots read; may be non-finite (a diverged run).
+NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s", "messages_in_per_s", "messages_out_per_s")
+NUMBER_PREFIXES = ("sg_loss.", "sg_cosine.", "sg_norm_ratio.", "sg_staleness.")  # per link: src->dst
 FLAGS = ("final", "final_report", "last")
 # Columns of a metrics.jsonl line that the orchestrator writes itself (rundir.RunDir.record).
 RESERVED = ("t", "agent", "step")
@@ -60,8 +61,10 @@ def check_report(kind: Kind, meta: dict) -> str | None:
         if key in COUNTS or key.startswith(COUNTERS):
             if not _count(value):
                 return f"{key!r} must be a non-negative integer, got {value!r}"
-        elif key in NUMBERS and not _number(value):
+        elif (key in NUMBERS or key.startswith(NUMBER_PREFIXES)) and not _number(value):
             return f"{key!r} must be a number, got {value!r}"
+        elif key == "host" and not isinstance(value, str):
+            return f"'host' must be a host name, got {value!r}"
         elif key in FLAGS and not isinstance(value, bool):
             return f"{key!r} must be true or false, got {value!r}"
     if "eval" in meta and "train_steps" not in meta:

@@ -7,8 +7,8 @@ whose files verify (a corrupt newest set falls back to the one before), and star
 agent from it in the same run directory: metrics.jsonl goes on, summary.json is rewritten.
 
 Only overrides that cannot change what the checkpoints mean are allowed (`SAFE`): a larger
-step budget, the evaluation interval, timers, the restart policy and checkpointing.  Any
-other key exits 2 naming it, before any process starts.
+step budget, the evaluation interval, timers, the restart policy, checkpointing and what is
+recorded (trace, TensorBoard).  Any other key exits 2 naming it, before any process starts.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SAFE = frozenset({
     "run.steps", "run.epochs", "run.eval_every", "run.metrics_every_s", "run.register_timeout_s",
     "run.heartbeat_s", "run.hang_timeout_s", "run.max_restarts", "run.restart_backoff_s",
     "run.checkpoint_every", "run.checkpoint_every_s", "run.checkpoint_keep",
+    "run.trace", "run.tensorboard",  # what is recorded, not what is learnt
 })
 
 

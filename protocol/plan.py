@@ -129,6 +129,11 @@ class RunSettings:
     checkpoint_every_s: float = 30.0
     checkpoint_keep: int = 3
     runs_dir: str = "runs"
+    # Watching a run (docs/watching.md): `trace` records every agent's spans into one
+    # Chrome/Perfetto trace.json (`synthgrad run --trace`); `tensorboard` writes TensorBoard
+    # scalars under RUN_DIR/tensorboard (`--tensorboard`, the synthgrad[tensorboard] extra).
+    trace: bool = False
+    tensorboard: bool = False
     # Transport (docs/security.md): ipc for one host; tcp binds `tcp://bind:*` (ephemeral
     # ports, reported to peers) with CURVE mandatory, keys from `keys` (a key directory from
     # `synthgrad keys generate`) or, when None, fresh ones in the run directory.

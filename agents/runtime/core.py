@@ -21,6 +21,7 @@ import torch
 from ...protocol.kinds import Kind
 from ...protocol.message import Message
 from ...protocol.plan import AgentPlan, RunSettings
+from .trace import NULL_TRACER
 
 CONTROL = "@control"  # outbox destination meaning "the orchestrator"
 FORWARD, BACKWARD = "fwd", "bwd"  # the two data planes every agent binds
@@ -72,6 +73,7 @@ class AgentCore:
     """
 
     is_source = False
+    tracer = NULL_TRACER  # the process runtime sets a Tracer under `synthgrad run --trace`
 
     def __init__(self, agent, plan: AgentPlan) -> None:
         self.agent = agent

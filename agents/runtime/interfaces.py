@@ -24,6 +24,7 @@ from torch import nn
 
 from ...protocol.plan import LinkPlan, SGOptions
 from ..base import Shape
+from .sg_quality import SGQuality
 
 
 class SyntheticGradientModel(nn.Module):
@@ -263,6 +264,7 @@ class SenderInterface:
             self.cache = StepCache(sg.cache)
         self.needs_context = bool(self.hosted and sg.context)
         self.lam = float(sg.lam) if self.hosted is not None else 0.0
+        self.quality = SGQuality(link.label) if self.hosted is not None else None
 
     @property
     def waits(self) -> bool:
@@ -280,17 +282,21 @@ class SenderInterface:
         self, step: int, h: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor | None:
         """The synthetic part of the gradient for `h` now (BP(lambda)-weighted; None when
-        lambda is 1), and remember `h` until its target arrives."""
+        lambda is 1), and remember `h` (and the prediction, for `quality`) until its target
+        arrives."""
         assert self.hosted is not None and self.cache is not None
-        self.cache.put(step, (h, context))
-        return self.hosted.math.synthetic_part(self.hosted.predict(h, context))
+        used = self.hosted.predict(h, context)
+        self.cache.put(step, (h, context, used))
+        return self.hosted.math.synthetic_part(used)
 
     def true_part(self, true: torch.Tensor) -> torch.Tensor:
         """BP(lambda): the true gradient's share of the gradient used."""
         return self.hosted.math.true_part(true) if self.hosted is not None else true
 
-    def on_target(self, step: int, target: torch.Tensor) -> str | None:
-        """Train the SG model on a late gradient target.
+    def on_target(self, step: int, target: torch.Tensor, clock: int | None = None) -> str | None:
+        """Train the SG model on a late gradient target, and score the synthetic gradient
+        used for that step against it (`quality`; `clock`: the sender's newest step now,
+        for the target's staleness; None counts it as fresh).
 
         Returns None when it trained, else the reject reason: "step" when the step is not in
         the cache (forgotten, or never sent), "shape" when the target is not shaped like the
@@ -300,10 +306,11 @@ class SenderInterface:
         entry = self.cache.entries.get(step)
         if entry is None:
             return "step"
-        h, context = entry
+        h, context, used = entry
         if target.shape != h.shape:
             return "shape"
         self.cache.pop(step)
+        self.quality.add(used, target, 0 if clock is None else clock - step)
         self.hosted.learn(h, context, target)
         return None
 
@@ -316,8 +323,12 @@ class ReceiverInterface:
         self.mode = link.mode
         self.hosted: HostedSG | None = None
         sg = link.sg
+        self.answered: StepCache | None = None  # step -> the SG sent back, for `quality`
+        self.quality: SGQuality | None = None
         if self.mode.has_sg_model and not sg.sender_hosted:
             self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.dst_tick)
+            self.answered = StepCache(sg.cache)
+            self.quality = SGQuality(link.label)
         self.needs_context = bool(self.hosted and sg.context)
 
     @property
@@ -325,7 +336,18 @@ class ReceiverInterface:
         """True when this end sends its input gradient back as a gradient target."""
         return self.mode.carries_gradient and self.hosted is None
 
-    def answer(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """The synthetic gradient sent back the moment an activation arrives."""
-        assert self.hosted is not None
-        return self.hosted.predict(h, context)
+    def answer(self, h: torch.Tensor, context: torch.Tensor | None, step: int = -1) -> torch.Tensor:
+        """The synthetic gradient sent back the moment the activation of `step` arrives."""
+        assert self.hosted is not None and self.answered is not None
+        used = self.hosted.predict(h, context)
+        self.answered.put(step, (used,))
+        return used
+
+    def learn(self, step: int, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor, clock: int) -> None:
+        """Fit the hosted model on this end's own input gradient for `step`, scoring the
+        answer sent for that step first (`clock`: the receiver's newest step now)."""
+        assert self.hosted is not None and self.answered is not None
+        entry = self.answered.pop(step)
+        if entry is not None and entry[0].shape == target.shape:
+            self.quality.add(entry[0], target, clock - step)
+        self.hosted.learn(h, context, target)

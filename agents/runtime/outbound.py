@@ -43,6 +43,7 @@ class Outbound:
         self.dropped: dict[str, int] = {}  # messages dropped because their peer was down
         self.held: dict[str, deque[tuple[str, Message]]] = {}
         self.recent: dict[str, deque[Message]] = {}
+        self.sent = 0  # messages handed to ZeroMQ (the status table's messages out per s)
 
     def _socket(self, dest: str, plane: str) -> zmq.Socket:
         sock = self.pushes.get((dest, plane))
@@ -93,6 +94,7 @@ class Outbound:
                     clear = False
                     break
                 queue.popleft()
+                self.sent += 1
         return clear
 
     def writers(self) -> list[zmq.Socket]:

@@ -22,6 +22,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -61,6 +62,7 @@ from .core import BACKWARD, CONTROL, FORWARD, AgentCore
 from .nonfinite import NonFiniteError
 from .outbound import Outbound
 from .parent_watch import ParentWatch
+from .trace import NULL_TRACER, WAIT_MIN_NS, Tracer, clock_offset, flow_key
 
 HEARTBEAT_S = 1.0  # until WELCOME brings run.heartbeat_s
 DRAIN_LIMIT = 1000  # messages read from one socket per turn of the loop
@@ -133,6 +135,11 @@ class AgentProcess:
         self.incarnations: dict[str, int] = {}
         self.wanted: tuple[int, int, str] | None = None  # checkpoint (id, step, folder) to write
         self.watch: ParentWatch | None = None  # set by agent_main
+        # `--trace`: this clock's offset to the orchestrator's and the round trip it was
+        # measured over (the ready heartbeat and START, trace.clock_offset); 0 until START.
+        self.clock_offset_ns, self.round_trip_ns = 0, 0
+        self.tracer = NULL_TRACER
+        self.messages_in = 0  # data messages read (the status table's messages in per s)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_args) -> None:
@@ -221,7 +228,7 @@ class AgentProcess:
     # ----------------------------------------------------------------- set-up
     def register(self, timeout_s: float = 60.0) -> None:
         """HELLO, wait for WELCOME, build the agent, bind and connect, report ready."""
-        self._send_control(Kind.HELLO, {"pid": os.getpid()})
+        self._send_control(Kind.HELLO, {"pid": os.getpid(), "host": socket.gethostname()})
         self.state = self.state.advance(Lifecycle.REGISTERED)
         welcome = self._await(Kind.WELCOME, timeout_s)
         self.run_id = welcome.run
@@ -231,6 +238,8 @@ class AgentProcess:
         if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
         self.core = build_core(plan)
+        if plan.run.trace:
+            self.tracer = self.core.tracer = Tracer()
         self.out = Outbound(self._connect, self.core.is_source)
         self.heartbeat_s = plan.run.heartbeat_s
         self.incarnations = {str(n): int(i) for n, i in welcome.meta.get("incarnations", {}).items()}
@@ -262,10 +271,19 @@ class AgentProcess:
             ready["budget"] = self.core.budget
         if self.own_keys is not None:
             ready["endpoints"] = {FORWARD: fwd_bound, BACKWARD: bwd_bound}
+        ready["clock_ns"] = sent_ns = time.monotonic_ns()
         self._send_control(Kind.HEARTBEAT, ready)
         # The orchestrator waits run.register_timeout_s for every agent to be ready.
         start = self._await(Kind.START, max(timeout_s, plan.run.register_timeout_s))
+        self._sync_clock(sent_ns, time.monotonic_ns(), start.meta.get("clock"))
         self.endpoints = start.meta.get("endpoints", self.endpoints)  # tcp: every agent's, bound
+
+    def _sync_clock(self, sent_ns: int, received_ns: int, clock) -> None:
+        """This clock's offset to the orchestrator's, from the ready/START round trip (the
+        orchestrator is idle then and reads the ready heartbeat at once: its receive time is
+        exact, so the estimate is good to half the round trip; trace.clock_offset)."""
+        if isinstance(clock, dict) and all(isinstance(clock.get(k), int) for k in ("received_ns", "sent_ns")):
+            self.clock_offset_ns, self.round_trip_ns = clock_offset(sent_ns, received_ns, clock["received_ns"], clock["sent_ns"])
 
     def _connect(self, dest: str, plane: str) -> zmq.Socket:
         """A PUSH to peer `dest`'s `plane` (Outbound makes one per peer and plane, lazily)."""
@@ -277,13 +295,26 @@ class AgentProcess:
 
     # ----------------------------------------------------------------- the loop
     def _queue_outbox(self) -> None:
+        trace = self.tracer.enabled
         for dest, plane, msg in self.core.outbox:
             msg.run = self.run_id
             if dest == CONTROL:
                 send_message(self.control, msg)
             else:
+                if trace:
+                    self.tracer.flow(flow_key(self.name, dest, msg.kind.name, msg.port, msg.step), out=True)
                 self.out.put(dest, plane, msg)
         self.core.outbox.clear()
+
+    def _flush(self) -> bool:
+        """Hand queued data messages to ZeroMQ (a `send` span when tracing and any went)."""
+        if not self.tracer.enabled:
+            return self.out.flush()
+        start, sent = time.monotonic_ns(), self.out.sent
+        clear = self.out.flush()
+        if self.out.sent > sent:
+            self.tracer.add("send", start, time.monotonic_ns())
+        return clear
 
     def _reject(self, reason: str, detail: str) -> None:
         self.core.reject(reason)
@@ -319,6 +350,10 @@ class AgentProcess:
             shapes = {name: (str(a.dtype), a.shape) for name, a in msg.tensors.items()}
             self._reject(reason, f"{msg.kind.name} from {msg.src!r} to port {msg.port!r}, step {msg.step}, tensors {shapes}")
             return False
+        if sock is not self.control:
+            self.messages_in += 1
+            if self.tracer.enabled:
+                self.tracer.flow(flow_key(msg.src, self.name, msg.kind.name, msg.port, msg.step), out=False)
         return msg
 
     def _drain(self, sock: zmq.Socket, handle, check=None) -> None:
@@ -338,19 +373,28 @@ class AgentProcess:
         every = core.run.metrics_every_s
         next_beat = next_metrics = time.monotonic()
         last_steps, last_time = 0, time.monotonic()
+        last_in, last_out = self.messages_in, self.out.sent
+        first_step = core.steps == 0  # the first completed step is reported at once (timings)
+        trace = self.tracer
         self.state = self.state.advance(Lifecycle.RUNNING)
         while self.state is Lifecycle.RUNNING:
-            clear = self.out.flush()
+            clear = self._flush()
             want_forward = clear and core.ready and not core.finished
             busy = want_forward and core.is_source
             readers = [self.control, self.bwd] + ([self.fwd] if want_forward and not core.is_source else [])
             writers = self.out.writers()
-            readable, writable, _ = zmq.select(readers, writers, [], 0 if busy else 0.25)
+            if trace.enabled and not busy:
+                start = time.monotonic_ns()
+                readable, writable, _ = zmq.select(readers, writers, [], 0.25)
+                if time.monotonic_ns() - start >= WAIT_MIN_NS:
+                    trace.add("wait", start, time.monotonic_ns())
+            else:
+                readable, writable, _ = zmq.select(readers, writers, [], 0 if busy else 0.25)
             if self.control in readable:
                 self._drain(self.control, self._on_control)
             if self.bwd in readable:
                 self._drain(self.bwd, core.on_backward, self.admission.backward)
-            if busy and self.out.flush():
+            if busy and self._flush():
                 core.produce()
                 self._queue_outbox()
             elif self.fwd in readable and core.ready:
@@ -361,6 +405,8 @@ class AgentProcess:
                     self._queue_outbox()
             self._checkpoint_if_due()
             now = time.monotonic()
+            if first_step and core.steps:
+                first_step, next_metrics = False, now
             if now >= next_beat:
                 self._send_control(Kind.HEARTBEAT, {"state": Lifecycle.RUNNING.value})
                 next_beat = now + self.heartbeat_s
@@ -369,7 +415,12 @@ class AgentProcess:
                     return
             if now >= next_metrics:
                 metrics = core.take_metrics()
-                metrics["steps_per_s"] = (core.steps - last_steps) / max(now - last_time, 1e-9)
+                elapsed = max(now - last_time, 1e-9)
+                metrics["steps_per_s"] = (core.steps - last_steps) / elapsed
+                metrics["messages_in_per_s"] = (self.messages_in - last_in) / elapsed
+                metrics["messages_out_per_s"] = (self.out.sent - last_out) / elapsed
+                metrics["clock"] = max(core.clock, 0)  # the newest step (tick block) acted on
+                last_in, last_out = self.messages_in, self.out.sent
                 # Drops to down peers and queue depths (the soak benchmark watches them).
                 metrics.update(self.out.metrics())
                 metrics["parked"] = len(getattr(core, "parked", ()))
@@ -383,10 +434,14 @@ class AgentProcess:
         torch.save(self.core.state_dict(), folder / filename)
 
     def finish(self) -> None:
-        """Save the final state and send the last metrics (with the steps done)."""
+        """Save the final state and send the last metrics (with the steps done); under
+        `--trace`, write this agent's events to RUN_DIR/trace/ (orchestrator/trace.py)."""
         self._save("final.pt")
+        if self.tracer.enabled:
+            self.tracer.write(self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns)
         metrics = self.core.take_metrics()
         metrics.update(self.out.metrics())
+        metrics["clock"] = max(self.core.clock, 0)
         self._send_control(Kind.METRICS, {**metrics, "final_report": True})
 
     def report_error(self, text: str) -> None:

@@ -94,10 +94,11 @@ class SourceDriver(AgentCore):
             self.finished = True
             return False
         batch, meta = item
-        if batch == "train":
-            batch = self.agent.train_batch()
-            self.steps += 1
         step = self._next_step
+        if batch == "train":
+            with self.tracer.span("produce", step):
+                batch = self.agent.train_batch()
+            self.steps += 1
         self._next_step += 1
         for link in self.out_links:
             kind = Kind.CTX if link.context else Kind.ACT

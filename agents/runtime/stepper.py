@@ -191,13 +191,16 @@ class ModuleStepper(AgentCore):
         gradients go into `held` instead of upstream.
         """
         labels = context.get("labels")
+        trace = self.tracer
         for receiver in self.receivers.values():
             if receiver.hosted is not None:
                 link = receiver.link
-                grad = receiver.answer(xs[link.dst_port].detach(), labels)
+                with trace.span("sg_predict", step):
+                    grad = receiver.answer(xs[link.dst_port].detach(), labels, step)
                 grad = self.guard.check(grad, step, "synthetic_gradient", link.label)
                 self.send_upstream(link, Kind.SYNTH_GRAD, step, grad)
-        outputs = self.agent.forward(xs)
+        with trace.span("forward", step):
+            outputs = self.agent.forward(xs)
         for port, out in outputs.items():
             value = out.detach()
             checked = self.guard.check(value, step, "activation", f"port {port}")
@@ -207,7 +210,8 @@ class ModuleStepper(AgentCore):
             self.send_forward(step, outputs)
         loss = None
         if self.agent.terminal:
-            loss, batch_metrics = self.agent.loss(outputs, context)
+            with trace.span("loss", step):
+                loss, batch_metrics = self.agent.loss(outputs, context)
             value = loss.detach()
             if self.guard.check(value, step, "loss", "task loss") is not value:
                 loss = None  # skip: this step's loss adds no gradient
@@ -222,7 +226,8 @@ class ModuleStepper(AgentCore):
             g = None
             if sender.hosted is not None:
                 # BP(lambda): the synthetic part now, weighted; the true part when it comes.
-                g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
+                with trace.span("sg_predict", step):
+                    g = sender.synthetic_gradient(step, outputs[port].detach(), labels)
                 if g is not None:
                     g = self.guard.check(g, step, "synthetic_gradient", sender.link.label)
             if sender.waits:
@@ -273,14 +278,17 @@ class ModuleStepper(AgentCore):
                 if outputs[port].requires_grad:
                     roots.append(outputs[port])
                     root_grads.append(g.to(outputs[port].dtype))
+        trace, last = self.tracer, items[-1][0]
         if roots:
-            torch.autograd.backward(roots, root_grads)
+            with trace.span("backward", last):
+                torch.autograd.backward(roots, root_grads)
             # Sparse updates (paper): after its forward, a layer updates only with probability p.
             # The draw comes from the agent's own seeded generator: reproducible, and
             # independent of every other agent's draws.
             if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
                 self._decay_lr(max(item[0] for item in items))
-                self.optimizer.step()
+                with trace.span("optimizer", last):
+                    self.optimizer.step()
                 self.updates += 1
             self.optimizer.zero_grad(set_to_none=True)
         for step, xs, _, context, _, _ in items:
@@ -295,7 +303,8 @@ class ModuleStepper(AgentCore):
                 elif receiver.returns_gradient and not link.from_source:
                     self.send_upstream(link, Kind.GRAD, step, grad)
                 elif receiver.hosted is not None:
-                    receiver.hosted.learn(x.detach(), labels, grad)
+                    with trace.span("sg_regression", step):
+                        receiver.learn(step, x.detach(), labels, grad, self.clock)
             self.in_steps.pop(step, None)
             self.steps += 1
 
@@ -303,7 +312,7 @@ class ModuleStepper(AgentCore):
         xs = {p: to_tensor(inputs[p][0]) for p, link in self.in_links.items() if not link.context}
         module = self.agent.module
         module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.tracer.span("evaluate", step):
             outputs = self.agent.forward(xs)
             outputs = {p: self.guard.check(o, step, "activation", f"port {p}, evaluation") for p, o in outputs.items()}
             if self.agent.terminal:
@@ -336,7 +345,8 @@ class ModuleStepper(AgentCore):
             self.reject("shape")  # not the gradient of the output it claims to be for
             return
         if msg.kind == Kind.GRAD and sender.hosted is not None:
-            problem = sender.on_target(msg.step, g)
+            with self.tracer.span("sg_regression", msg.step):
+                problem = sender.on_target(msg.step, g, self.clock)
             if not sender.waits:
                 if problem:
                     self.reject(problem)
@@ -410,6 +420,7 @@ class ModuleStepper(AgentCore):
                 loss = iface.hosted.take_loss()
                 if loss is not None:
                     out[f"sg_loss.{iface.link.label}"] = loss
+                out.update(iface.quality.take())
         return out
 
     def state_dict(self) -> dict:

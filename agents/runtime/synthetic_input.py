@@ -181,14 +181,15 @@ class UnlockedSchedule:
         data = to_tensor(inputs[DATA_PORT][0])
         xs = {p: to_tensor(inputs[p][0]) for p, link in core.in_links.items() if not link.context}
         for port, hosted in self.inputs.items():
-            hosted.learn(data, xs[port])
+            with core.tracer.span("si_regression", step):
+                hosted.learn(data, xs[port])
             link = hosted.link
             grad = self.held.pop(port, None)
             if grad is not None and core.receivers[link.index].returns_gradient:
                 core.send_upstream(link, Kind.GRAD, step, grad)
         if core.out_links:
             # The real chain: this step's real output, from the parameters A(step) left.
-            with torch.no_grad():
+            with torch.no_grad(), core.tracer.span("forward", step):
                 outputs = core.agent.forward(xs)
             core.send_forward(step, outputs)
 

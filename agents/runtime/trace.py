@@ -1,0 +1,135 @@
+"""What one agent did when, for `synthgrad run --trace`: spans and message ends on its own clock.
+
+Each agent process records, on `time.monotonic_ns()`:
+
+    spans   (kind, start, end, step): `wait` (nothing to do: the loop blocked on its
+            sockets; waits under WAIT_MIN_NS are not kept), `forward` (the module), `loss`
+            (a terminal's task loss), `sg_predict`, `backward`, `optimizer`, `sg_regression`,
+            `si_regression` (a synthetic-input model's fit, mode `unlocked`), `evaluate`,
+            `produce` (a source's batch) and `send` (handing messages to ZeroMQ);
+    flows   one end of each data message: the sender's at the moment it queues it, the
+            receiver's when it reads it, both under the same key (src, dst, kind, port,
+            step), so the orchestrator can draw an arrow from one to the other.
+
+At the end of the run the agent writes them with its clock offset to the orchestrator's
+(estimated from the round trip of its ready heartbeat and the START that answers it,
+`clock_offset`) to
+`RUN_DIR/trace/NAME.PID.json`; orchestrator/trace.py merges every agent's file into one
+Chrome/Perfetto trace.
+
+Off (the default) an agent holds `NULL_TRACER`, whose `span` returns one shared no-op
+context manager: a method call per span, about 0.1 us, a few times per step.  On, each
+event is one tuple appended to a list; an agent keeps its first `limit` events (and counts
+the rest), so a long run cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+WAIT_MIN_NS = 50_000  # shorter blocking is loop overhead, not waiting; kept out of the trace
+LIMIT = 200_000  # events kept per agent (spans and flow ends together)
+
+_NOOP = nullcontext()
+
+
+def clock_offset(sent_ns: int, received_ns: int, peer_received_ns: int, peer_sent_ns: int) -> tuple[int, int]:
+    """(offset, round trip) in ns of a peer's clock against ours, from one round trip (NTP).
+
+    We sent at `sent_ns` (our clock), the peer received at `peer_received_ns` and answered at
+    `peer_sent_ns` (its clock), we received at `received_ns`.  ``our time + offset`` is the
+    peer's time; the error is at most half the round trip, however long the peer took to
+    answer (RFC 5905, section 8).
+    """
+    offset = ((peer_received_ns - sent_ns) + (peer_sent_ns - received_ns)) // 2
+    return offset, (received_ns - sent_ns) - (peer_sent_ns - peer_received_ns)
+
+
+def flow_key(src: str, dst: str, kind: str, port: str, step: int) -> str:
+    """The key both ends of one data message record."""
+    return f"{src}>{dst}|{kind}|{port}|{step}"
+
+
+class NullTracer:
+    """Tracing off: every call does nothing."""
+
+    enabled = False
+
+    def span(self, kind: str, step: int = -1):
+        return _NOOP
+
+    def add(self, kind: str, start_ns: int, end_ns: int, step: int = -1) -> None:
+        pass
+
+    def flow(self, key: str, out: bool) -> None:
+        pass
+
+
+NULL_TRACER = NullTracer()
+
+
+class _Span:
+    __slots__ = ("tracer", "kind", "step", "start")
+
+    def __init__(self, tracer: Tracer, kind: str, step: int) -> None:
+        self.tracer, self.kind, self.step = tracer, kind, step
+
+    def __enter__(self) -> _Span:
+        self.start = time.monotonic_ns()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.tracer.add(self.kind, self.start, time.monotonic_ns(), self.step)
+
+
+class Tracer:
+    """Tracing on: spans and flow ends in memory until `write` (see the module docstring)."""
+
+    enabled = True
+
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self.spans: list[tuple[str, int, int, int]] = []
+        self.flows: list[tuple[str, int, bool]] = []  # (key, time, True for the sender's end)
+        self.dropped = 0
+
+    def _full(self) -> bool:
+        if len(self.spans) + len(self.flows) >= self.limit:
+            self.dropped += 1
+            return True
+        return False
+
+    def span(self, kind: str, step: int = -1) -> _Span:
+        """A context manager recording `kind` over the `with` block."""
+        return _Span(self, kind, step)
+
+    def add(self, kind: str, start_ns: int, end_ns: int, step: int = -1) -> None:
+        if not self._full():
+            self.spans.append((kind, start_ns, end_ns, step))
+
+    def flow(self, key: str, out: bool) -> None:
+        """One end of a data message now: the sender's (`out`) or the receiver's."""
+        if not self._full():
+            self.flows.append((key, time.monotonic_ns(), out))
+
+    def write(self, folder: Path, agent: str, offset_ns: int, round_trip_ns: int) -> Path:
+        """`folder/AGENT.PID.json`: the events, on this agent's clock, and its offset."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{agent}.{os.getpid()}.json"
+        doc = {
+            "agent": agent,
+            "pid": os.getpid(),
+            "clock_offset_ns": offset_ns,
+            "round_trip_ns": round_trip_ns,
+            "dropped": self.dropped,
+            "spans": self.spans,
+            "flows": self.flows,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+        return path
