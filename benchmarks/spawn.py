@@ -11,8 +11,8 @@ head, written to a temporary directory.
                 its run directory: the supervisor writes it once every agent has registered.
                 Median (and best) of --repeats runs of 5 training steps, each started when
                 the machine is quiet if --wait-quiet is given; those runs also give the run's
-                own clocks (summary timings: registered_s from the command's start, spawn_s
-                from the first agent's launch).
+                own clocks (summary timings, all from the command's start: spawn_s when
+                every agent was launched, registered_s when every one had said HELLO).
   memory        one more run, with run.steps=10**9.  The moment agents.json appears the
                 orchestrator is paused (SIGSTOP) so that it cannot send START: every agent is
                 registered and none trains; some have had their welcome and built their (tiny)

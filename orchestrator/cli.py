@@ -1,9 +1,11 @@
-"""`synthgrad`: one program, one verb per task (run, compose, agents, place, simulate, keys)."""
+"""`synthgrad`: one program, one verb per task (run, status, stop, plot, compose, agents, place,
+simulate, keys)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -35,12 +37,35 @@ def _stopped_early(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _after_run(run_dir: Path, plan, t0_ns: int, no_plots: bool) -> None:
+    """The run's trace.json (under --trace) and its plots; neither may fail the run."""
+    if plan.topology.run.trace:
+        from .plots import run_mode
+        from .trace import merge_trace
+
+        try:
+            mode = run_mode(json.loads((run_dir / "config.json").read_text()))
+            path = merge_trace(run_dir, plan.order, t0_ns, {"mode": mode, "run_id": run_dir.name})
+            print(f"trace: {path} (open in https://ui.perfetto.dev)" if path else "trace: no agent wrote a trace", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"warning: the trace could not be merged: {err}", file=sys.stderr)
+    if not no_plots:
+        from .plots import write_run_plots
+
+        try:
+            write_run_plots(run_dir)
+        except Exception as err:  # a plot is a report: the run's results are written already
+            print(f"warning: plots not drawn: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    t0_ns = time.monotonic_ns()  # the trace's origin: the same instant as t0
     if (args.file is None) == (args.resume is None):
         print("synthgrad run: give a topology file, or --resume RUN_DIR (not both)", file=sys.stderr)
         return EXIT_CONFIG
     resume = None
+    args.set = [*args.set, *(["run.trace=true"] if args.trace else []), *(["run.tensorboard=true"] if args.tensorboard else [])]
     try:
         if args.resume is not None:
             from .resume import prepare_resume
@@ -52,6 +77,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"synthgrad run: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if topology.run.tensorboard:
+        from .tensorboard import check_available
+
+        missing = check_available()
+        if missing:
+            print(f"synthgrad run: run.tensorboard: {missing}", file=sys.stderr)
+            return EXIT_CONFIG
     # Plan before anything starts: a topology that cannot run leaves no process behind.
     from .plan import plan_run
 
@@ -103,22 +135,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             "specs": {name: agent.to_wire() for name, agent in plan.agents.items()},
         },
     )
-    progress = Progress(topology.run.batch_size, enabled=not args.quiet)
+    progress = Progress(topology.run.batch_size, enabled=not args.quiet, started_at=t0)
     supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume)
+
+    def ended(state: str, code: int, summary: dict) -> int:
+        """After every end: summary.json, trace, plots, then status.json says it is over."""
+        path = run_dir.write_json("summary.json", summary)
+        _after_run(run_dir.path, plan, t0_ns, args.no_plots)
+        supervisor.publish_end(state, code, path)
+        return code
+
     try:
         summary = supervisor.run()
     except RunFailed as err:
         progress.close()
         print(f"synthgrad run: {err}", file=sys.stderr)
-        run_dir.write_json("summary.json", {"error": str(err), **supervisor.summary()})
-        return 1
+        return ended("failed", 1, {"error": str(err), **supervisor.summary()})
     except Interrupted as err:
         progress.close()
-        run_dir.write_json("summary.json", {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()})
+        code = ended("interrupted", 128 + err.signum, {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()})
         resumable = any((run_dir.path / "checkpoints").glob("*/manifest.json"))
         hint = f" (continue with: synthgrad run --resume {run_dir.path})" if resumable else " (no checkpoint was complete: nothing to resume)"
         print(f"synthgrad run: {err}; all agents stopped{hint}", file=sys.stderr)
-        return 128 + err.signum
+        return code
     finally:
         # The fork server goes with the run.  Every agent is stopped already, so a second
         # Ctrl-C now would only interrupt this wait with a traceback: it is ignored.
@@ -129,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for s, handler in quiet.items():
                 signal.signal(s, handler)
     progress.close()
-    run_dir.write_json("summary.json", summary)
+    ended("finished", 0, summary)
     acc = summary["metrics"].get("test_accuracy")
     print(f"run dir: {summary['run_dir']}")
     print(
@@ -205,6 +244,7 @@ EXAMPLES = {
   synthgrad run examples/mnist_cdni.toml --set run.steps=500 --set run.seed=3 --json
   synthgrad run examples/mnist_backprop.toml --set link_defaults.mode=dni
   synthgrad run examples/mnist_dni.toml --fabric wormhole_n150 --pin
+  synthgrad run examples/mnist_dni.toml --set run.steps=300 --trace --tensorboard
   synthgrad run --resume runs/mnist-dni-20261124-101500 --set run.steps=4000""",
     "compose": """examples:
   synthgrad compose runs/mnist-dni-20261124-101500 --out model.pt
@@ -233,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fabric", metavar="PRESET", help="place the agents on this modelled fabric and record placement.json")
     run.add_argument("--place-method", default="greedy", metavar="M", help="placement method for --fabric (default: greedy)")
     run.add_argument("--pin", action="store_true", help="pin each agent process to a host CPU following the placement")
+    run.add_argument("--trace", action="store_true", help="record every agent's spans into RUN_DIR/trace.json (Perfetto; run.trace)")
+    run.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to RUN_DIR/tensorboard (needs synthgrad[tensorboard])")
+    run.add_argument("--no-plots", action="store_true", help="do not draw RUN_DIR/plots/*.png at the end")
     run.set_defaults(func=cmd_run)
 
     compose = verbs.add_parser(
@@ -255,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .keys import add_keys_parser
 
     add_keys_parser(verbs)
+    from .plot_cli import add_plot_parser
+    from .status_cli import add_status_parsers
+
+    add_status_parsers(verbs)
+    add_plot_parser(verbs)
     return parser
 
 

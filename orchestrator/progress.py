@@ -6,14 +6,23 @@ import sys
 import time
 
 
+def clock(seconds: float) -> str:
+    """`75.2` as "1:15", `3725` as "1:02:05"."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class Progress:
-    """Shows step, loss, accuracy and samples/s as metrics arrive (on stderr).
+    """Shows step, loss, accuracy, samples/s, elapsed time and ETA as metrics arrive (stderr).
 
     On a terminal the line is redrawn in place; elsewhere (CI logs, pipes) a plain line is
     printed at most every `interval_s` seconds, and every evaluation gets its own line.
+    Elapsed time counts from `started_at` (`time.monotonic()` of the command's start); the
+    ETA is the steps left over the head's latest rate.
     """
 
-    def __init__(self, batch_size: int, stream=None, interval_s: float = 5.0, enabled: bool = True) -> None:
+    def __init__(self, batch_size: int, stream=None, interval_s: float = 5.0, enabled: bool = True, started_at: float | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.batch_size = batch_size
@@ -22,6 +31,7 @@ class Progress:
         self.values: dict[str, float] = {}
         self._late: dict[str, float] = {}
         self._last_print = 0.0
+        self.started_at = time.monotonic() if started_at is None else started_at
 
     def _line(self, budget: int) -> str:
         v = self.values
@@ -34,6 +44,10 @@ class Progress:
             parts.append(f"test acc {100 * v['test_accuracy']:.2f}%")
         if "steps_per_s" in v:
             parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} samples/s")
+        parts.append(f"elapsed {clock(time.monotonic() - self.started_at)}")
+        rate, left = v.get("steps_per_s", 0.0), budget - v.get("steps", 0)
+        if budget and rate > 0 and left > 0:
+            parts.append(f"ETA {clock(left / rate)}")
         if self._late:
             parts.append("late: " + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(self._late.items())))
         return " | ".join(parts)

@@ -34,6 +34,10 @@ class AgentRecord:
         down_since: when its current fault was detected; None while it is up.
         restart_at: when its next process starts (None: not scheduled).
         carried: counters of its dead incarnations, by COUNTERS prefix.
+        latest: the newest value of every key its training reports carried (status.json
+            shows an SG cosine that was not in the very last report).
+        ready_ns: `time.monotonic_ns()` when its ready heartbeat arrived (the clock-offset
+            round trip that START closes).
     """
 
     handle: AgentHandle
@@ -49,6 +53,9 @@ class AgentRecord:
     restart_at: float | None = None
     late_warned: bool = False
     carried: dict[str, dict[str, int]] = field(default_factory=dict)
+    host: str | None = None
+    latest: dict = field(default_factory=dict)
+    ready_ns: int = 0
 
     def advance(self, state: Lifecycle) -> None:
         self.state = self.state.advance(state)
@@ -93,7 +100,7 @@ class AgentRecord:
     def summary(self) -> dict:
         """summary.json's entry for this agent; the counters as of its last metrics report."""
         return {
-            "pid": self.pid, "steps": self.steps, "state": self.state.value, "restarts": self.restarts,
+            "pid": self.pid, "host": self.host, "steps": self.steps, "state": self.state.value, "restarts": self.restarts,
             "downtime_s": round(self.downtime_s, 3),
             **{prefix[:-1]: self.counters(prefix) for prefix in COUNTERS},
         }

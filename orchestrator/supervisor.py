@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections import Counter
 
@@ -43,6 +44,7 @@ from .progress import Progress
 from .reports import check_report
 from .restarts import AgentRecord, RestartPolicy, RunFailed
 from .rundir import RunDir
+from .status import StatusBoard, agent_row, link_rows
 
 STOP_GRACE_S = 2.0
 
@@ -106,6 +108,13 @@ class Supervisor:
         self.faults: list[dict] = []  # one entry per fault: agent, cause, detection and rejoin times
         self.training = False
         self._last_check = time.monotonic()
+        self.board = StatusBoard(run_dir.path, self.run_id, self.started_at)
+        self.phase = "starting"
+        self.tensorboard = None
+        if run.tensorboard:  # the CLI checked the package is there before anything started
+            from .tensorboard import TensorBoardWriter
+
+            self.tensorboard = TensorBoardWriter(run_dir.path / "tensorboard", run.batch_size, heads=plan.terminals)
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -189,10 +198,12 @@ class Supervisor:
         if msg.kind == Kind.HELLO:
             state.advance(Lifecycle.REGISTERED)
             state.pid = msg.meta.get("pid", state.handle.pid)
+            state.host = msg.meta.get("host", socket.gethostname())
             if self.training:  # a restarted agent: its plan, and the checkpoint to start from
                 self._welcome(name, self.checkpoints.latest(only=name))
         elif msg.kind == Kind.HEARTBEAT and msg.meta.get("state") == Lifecycle.READY.value:
             state.advance(Lifecycle.READY)
+            state.ready_ns = time.monotonic_ns()  # the clock-offset round trip (START answers it)
             self.budget = max(self.budget, int(msg.meta.get("budget", 0)))
             if self.keys is not None:  # tcp: the ports the agent bound, for START
                 self.data_endpoints[name] = self._bound_endpoints(name, msg.meta.get("endpoints"))
@@ -213,6 +224,12 @@ class Supervisor:
             self.run_dir.record(name, msg.step, meta)
             if "eval" in meta:
                 self.evaluations.append({"agent": name, **meta})
+            else:
+                state.latest.update(meta)
+                if "first_step_s" not in self.timings and state.steps and name != self.plan.source:
+                    self.timings["first_step_s"] = time.monotonic() - self.started_at
+            if self.tensorboard is not None:
+                self.tensorboard.record(name, meta)
             self.progress.update(name, meta, self.budget)
 
     @staticmethod
@@ -300,8 +317,7 @@ class Supervisor:
     def _rejoin(self, name: str) -> None:
         """A restarted agent is ready: START it; its peers learn its new incarnation."""
         state = self.agents[name]
-        start = {"endpoints": self.data_endpoints} if self.keys is not None else None
-        self._send(name, Kind.START, start)
+        self._start(name)
         state.advance(Lifecycle.RUNNING)
         outage = state.rejoined(time.monotonic())
         fault = next(f for f in reversed(self.faults) if f["agent"] == name)
@@ -336,6 +352,13 @@ class Supervisor:
             meta["rejoin"] = True
         self._send(name, Kind.WELCOME, meta)
 
+    def _start(self, name: str) -> None:
+        """START one agent, with what it needs to put its clock on ours (agents/runtime/
+        trace.py `clock_offset`): when its ready heartbeat came, and when this leaves."""
+        meta = {"endpoints": self.data_endpoints} if self.keys is not None else {}
+        meta["clock"] = {"received_ns": self.agents[name].ready_ns, "sent_ns": time.monotonic_ns()}
+        self._send(name, Kind.START, meta)
+
     def _pump(self, timeout_ms: int = 100, signals: bool = True) -> None:
         """Handle control messages for up to `timeout_ms`, then check processes and signals."""
         got = self._receive(timeout_ms)
@@ -355,34 +378,41 @@ class Supervisor:
                 missing = [n for n, s in self.agents.items() if not s.state.reached(state)]
                 raise RunFailed(f"agents {missing} did not {what} within {timeout_s:.0f} s (run.register_timeout_s)")
             self._pump()
+            if self.board.due(time.monotonic()):
+                self._publish()
 
     # ----------------------------------------------------------------- phases
+    def _mark(self, event: str) -> None:
+        """summary.json's `timings[event]`: seconds since the command started (one origin)."""
+        self.timings[event] = time.monotonic() - self.started_at
+
     def _launch(self) -> None:
-        t0 = time.monotonic()
         for name in self.plan.order:
             keys_dir = str(self.keys.path) if self.keys else None
             handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir)
             self.agents[name] = AgentRecord(handle=handle, pid=handle.pid)
+        self._mark("spawn_s")  # every agent process launched
+        self._publish()
         timeout = self.plan.topology.run.register_timeout_s
         self._wait_for(Lifecycle.REGISTERED, timeout)
-        self.timings["spawn_s"] = time.monotonic() - t0
-        self.timings["registered_s"] = time.monotonic() - self.started_at  # from the command's start
+        self._mark("registered_s")
         self._write_agents()
         for name in self.agents:
             self._welcome(name, self.resume)
         self._wait_for(Lifecycle.READY, timeout)
         if self.keys is not None:
             self.run_dir.write_json("endpoints.json", {"control": self.endpoint, "agents": self.data_endpoints})
-        self.timings["ready_s"] = time.monotonic() - t0
+        self._mark("ready_s")
 
     def _train(self) -> None:
         terminals = self.plan.terminals
-        start = {"endpoints": self.data_endpoints} if self.keys is not None else None
         for name, state in self.agents.items():
-            self._send(name, Kind.START, start)
+            self._start(name)
             state.advance(Lifecycle.RUNNING)
         self.t_start = time.monotonic()
         self.training = True
+        self.phase = "training"
+        self._mark("start_s")
         every = self.plan.topology.run.heartbeat_s
         next_beat = 0.0
         finals = set()
@@ -400,7 +430,10 @@ class Supervisor:
             if now >= next_beat:
                 self._beat()
                 next_beat = now + every
+            if self.board.due(now):
+                self._publish()
         self.timings["wall_s"] = time.monotonic() - self.t_start
+        self._mark("end_s")
 
     def _last_checkpoint(self, timeout_s: float = 10.0) -> None:
         """Interrupted while training: one more checkpoint round (so `--resume` loses
@@ -419,6 +452,9 @@ class Supervisor:
     def _stop(self) -> None:
         """STOP to all, wait for their final reports, then TERM and KILL what remains."""
         self.training = False
+        self.phase = "stopping"
+        if self.agents:
+            self._publish()
         for name, state in self.agents.items():
             state.advance(Lifecycle.STOPPING)
             self._send(name, Kind.STOP)  # False when it never registered or is gone
@@ -437,6 +473,38 @@ class Supervisor:
                 getattr(handle, action)()
             for handle in alive:
                 handle.join(timeout=1.0)
+        self._mark("stopped_s")  # every agent process has exited
+
+    # ----------------------------------------------------------------- status
+    def publish_end(self, state: str, exit_code: int, summary_path) -> None:
+        """The run has ended (`state`: finished, failed or interrupted) and summary.json is
+        written: status.json's last rewrite says so, with the exit code the command returns."""
+        self.phase = state
+        self._publish(exit_code=exit_code, summary=str(summary_path))
+
+    def _publish(self, **end) -> None:
+        """Rewrite status.json (orchestrator/status.py) with the run as it is now."""
+        steps = self.agents[self.plan.source].steps if self.plan.source in self.agents else 0
+        source = self.agents.get(self.plan.source)
+        rate = source.latest.get("steps_per_s") if source is not None else None
+        left = max(self.budget - steps, 0) if self.budget else None
+        eta = left / rate if left is not None and isinstance(rate, (int, float)) and rate > 0 else None
+        terminal = next((self.agents[t].latest for t in self.plan.terminals if t in self.agents), {})
+        evals = [e for e in self.evaluations if "test_accuracy" in e]
+        self.board.write(
+            self.phase,
+            steps=steps,
+            budget=self.budget or None,
+            eta_s=eta if self.phase == "training" else None,
+            samples_per_s=rate * self.plan.topology.run.batch_size if isinstance(rate, (int, float)) else None,
+            loss=terminal.get("loss"),
+            test_accuracy=evals[-1]["test_accuracy"] if evals else None,
+            restarts=sum(s.restarts for s in self.agents.values()),
+            faults=len(self.faults),
+            **{"summary": None, **end},
+            agents={n: agent_row(s, self.plan.agents[n].tick_every) for n, s in self.agents.items()},
+            links=link_rows(self.agents),
+        )
 
     def run(self) -> dict:
         """Run the plan; raises `RunFailed` or `Interrupted` after cleaning up."""
@@ -458,6 +526,8 @@ class Supervisor:
                 self.auth.stop()
             self.zctx.term()
             self.run_dir.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return self.summary()
