@@ -33,8 +33,8 @@ DPI = 100
 # Quantities of `sg_quality.png`: metrics key prefix, axis title, log scale when all positive.
 SG_QUANTITIES = (
     ("sg_loss", "SG regression loss", True),
-    ("sg_cosine", "cosine(SG, true gradient)", False),
-    ("sg_norm_ratio", "|SG| / |true gradient|", True),
+    ("sg_cosine", "cosine(SG, its gradient target)", False),
+    ("sg_norm_ratio", "|SG| / |gradient target|", True),
     ("sg_staleness", "staleness (steps from activation to target)", False),
 )
 NOT_A_RUN = "is not a run directory (no metrics.jsonl); give a directory `synthgrad run` wrote, e.g. runs/NAME-TIME"

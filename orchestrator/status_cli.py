@@ -22,7 +22,7 @@ from .progress import clock
 from .status import ENDED, LIVE, newest_run, read_status
 
 EXIT_CONFIG = 2
-WIDE = 160  # columns of the table when stdout is not a terminal
+WIDE = 180  # columns of the table when stdout is not a terminal
 STOP_TIMEOUT_S = 60.0  # a last checkpoint round may take 10 s, the agents' stop 2 s more
 
 EXAMPLES = {
