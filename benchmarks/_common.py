@@ -132,8 +132,11 @@ class Child:
         return json.loads(lines[-1])
 
 
-def synthgrad_run(topology: Path, sets: list[str], runs_dir: Path, timeout_s: float) -> dict:
-    """One `synthgrad run TOPOLOGY --set ...` to its end; its JSON summary (raises on failure)."""
+def synthgrad_run(topology: Path, sets: list[str], runs_dir: Path, timeout_s: float, plots: bool = False) -> dict:
+    """One `synthgrad run TOPOLOGY --set ...` to its end; its JSON summary (raises on failure).
+
+    Without the run's plots unless `plots`: drawing them costs a few seconds a run, which a
+    benchmark of many runs does not need."""
     cmd = [
         *synthgrad_command(),
         "run",
@@ -142,6 +145,7 @@ def synthgrad_run(topology: Path, sets: list[str], runs_dir: Path, timeout_s: fl
         "--quiet",
         "--runs-dir",
         str(runs_dir),
+        *([] if plots else ["--no-plots"]),
     ]
     cmd += [arg for item in sets for arg in ("--set", item)]
     with Child(cmd) as child:

@@ -75,7 +75,7 @@ def run_processes(path: Path, steps: int, workdir: Path) -> Curve:
     """`synthgrad run`, stopped (SIGTERM: a clean stop) once the last threshold is reached."""
     runs = workdir / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
-    cmd = [*synthgrad_command(), "run", str(path), "--json", "--quiet", "--runs-dir", str(runs)]
+    cmd = [*synthgrad_command(), "run", str(path), "--json", "--quiet", "--no-plots", "--runs-dir", str(runs)]
     curve, origin, tail = Curve(), None, None
     deadline = time.monotonic() + 300 + 2.0 * steps
     with Child(cmd) as child:

@@ -158,7 +158,7 @@ def run_processes(sets: list[str], steps: int, warm: int, batch: int, workdir: P
     """One `synthgrad run` of the chain; steady rate from metrics.jsonl, cores from /proc."""
     runs = Path(tempfile.mkdtemp(dir=workdir))
     overrides = [f"run.steps={steps}", f"run.metrics_every_s={METRICS_EVERY_S}", *sets]
-    cmd = [*synthgrad_command(), "run", str(TOPOLOGY), "--json", "--quiet", "--runs-dir", str(runs)]
+    cmd = [*synthgrad_command(), "run", str(TOPOLOGY), "--json", "--quiet", "--no-plots", "--runs-dir", str(runs)]
     cmd += [arg for item in overrides for arg in ("--set", item)]
     deadline = time.monotonic() + 120 + 2.0 * steps
     pids: list[int] = []  # the orchestrator and the agents, once all have registered

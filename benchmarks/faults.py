@@ -58,7 +58,7 @@ def _wait(predicate, timeout_s: float, what: str):
 
 def _one(sets: list[str], runs_dir: Path, faults) -> dict:
     """One `synthgrad run`; `faults(run_dir, t0)` disturbs it once it trains (None: clean)."""
-    cmd = [*synthgrad_command(), "run", str(TOPOLOGY), "--json", "--quiet", "--runs-dir", str(runs_dir)]
+    cmd = [*synthgrad_command(), "run", str(TOPOLOGY), "--json", "--quiet", "--no-plots", "--runs-dir", str(runs_dir)]
     cmd += [arg for item in sets for arg in ("--set", item)]
     with Child(cmd) as child:
         metrics = lambda: next((p for p in runs_dir.glob("*/metrics.jsonl") if p.stat().st_size), None)  # noqa: E731

@@ -250,7 +250,7 @@ class Soak:
 
     def run(self) -> dict:
         args = self.args
-        cmd = [*synthgrad_command(), "run", str(self.topology), "--json", "--quiet"]
+        cmd = [*synthgrad_command(), "run", str(self.topology), "--json", "--quiet", "--no-plots"]
         cmd += ["--runs-dir", str(self.runs)]
         cmd += [a for item in self.sets for a in ("--set", item)]
         launched = time.monotonic()

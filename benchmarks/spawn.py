@@ -100,7 +100,7 @@ def write_topology(folder: Path, agents: int) -> Path:
 
 
 def launch(topology: Path, runs: Path, sets: list[str]) -> Child:
-    cmd = [*synthgrad_command(), "run", str(topology), "--json", "--quiet", "--runs-dir", str(runs)]
+    cmd = [*synthgrad_command(), "run", str(topology), "--json", "--quiet", "--no-plots", "--runs-dir", str(runs)]
     return Child(cmd + [arg for item in sets for arg in ("--set", item)])
 
 

@@ -120,7 +120,7 @@ def pictures(out: Path, runs: Path, steps: int) -> list[str]:
     for example in ("mnist_backprop.toml", "mnist_dni.toml", "mnist_cdni.toml"):
         log(f"pictures: {example} ({steps} steps, traced)")
         sets = [f"run.steps={steps}", f"run.eval_every={max(steps // 4, 1)}", "run.trace=true"]
-        summary = synthgrad_run(REPO / "examples" / example, sets, runs, RUN_TIMEOUT_S)
+        summary = synthgrad_run(REPO / "examples" / example, sets, runs, RUN_TIMEOUT_S, plots=True)
         dirs[example] = Path(summary["run_dir"])
     for example, name in (("mnist_backprop.toml", "timeline_backprop.png"), ("mnist_dni.toml", "timeline_dni.png")):
         trace = dirs[example] / "trace.json"

@@ -37,25 +37,44 @@ def _stopped_early(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+class _Skipped(BaseException):
+    """A signal while the trace and plots are written (BaseException: no `except Exception`
+    of a plotting library may swallow it)."""
+
+
+def _skip(signum, _frame) -> None:
+    raise _Skipped(signal.Signals(signum).name)
+
+
 def _after_run(run_dir: Path, plan, t0_ns: int, no_plots: bool) -> None:
-    """The run's trace.json (under --trace) and its plots; neither may fail the run."""
-    if plan.topology.run.trace:
-        from .plots import run_mode
-        from .trace import merge_trace
+    """The run's trace.json (under --trace) and its plots, once its results are written and
+    status.json says it has ended; neither may fail the run, and a SIGINT or SIGTERM now
+    (a second Ctrl-C, `kill`) skips what is left instead of killing the command."""
+    previous = {s: signal.signal(s, _skip) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if plan.topology.run.trace:
+            from .plots import run_mode
+            from .trace import merge_trace
 
-        try:
-            mode = run_mode(json.loads((run_dir / "config.json").read_text()))
-            path = merge_trace(run_dir, plan.order, t0_ns, {"mode": mode, "run_id": run_dir.name})
-            print(f"trace: {path} (open in https://ui.perfetto.dev)" if path else "trace: no agent wrote a trace", file=sys.stderr)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            print(f"warning: the trace could not be merged: {err}", file=sys.stderr)
-    if not no_plots:
-        from .plots import write_run_plots
+            try:
+                mode = run_mode(json.loads((run_dir / "config.json").read_text()))
+                path = merge_trace(run_dir, plan.order, t0_ns, {"mode": mode, "run_id": run_dir.name})
+                print(f"trace: {path} (open in https://ui.perfetto.dev)" if path else "trace: no agent wrote a trace", file=sys.stderr)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                print(f"warning: the trace could not be merged: {err}", file=sys.stderr)
+        if not no_plots:
+            from .plots import write_run_plots
 
-        try:
-            write_run_plots(run_dir)
-        except Exception as err:  # a plot is a report: the run's results are written already
-            print(f"warning: plots not drawn: {type(err).__name__}: {err}", file=sys.stderr)
+            try:
+                write_run_plots(run_dir)
+            except Exception as err:  # a plot is a report: the run's results are written already
+                print(f"warning: plots not drawn: {type(err).__name__}: {err}", file=sys.stderr)
+    except _Skipped as why:
+        print(f"synthgrad run: {why} while the trace and plots were written: skipped what was left "
+              f"(the results are written; redraw with synthgrad plot {run_dir})", file=sys.stderr)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,6 +137,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if resume is not None:
         run_dir = RunDir.reopen(args.resume)
         print(f"resuming {run_dir.path} from checkpoint {resume['id']} (step {resume['step']})", file=sys.stderr)
+        from .trace import set_aside
+
+        for moved in set_aside(run_dir.path):  # an earlier session's trace is not this one's
+            print(f"the earlier session's trace is now {moved}", file=sys.stderr)
     else:
         run_dir = RunDir(args.runs_dir or topology.run.runs_dir, topology.run.name)
         shutil.copy(args.file, run_dir.path / "topology.toml")
@@ -139,10 +162,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume)
 
     def ended(state: str, code: int, summary: dict) -> int:
-        """After every end: summary.json, trace, plots, then status.json says it is over."""
+        """After every end: summary.json, then status.json says it is over, then the trace
+        and plots (reports of results already written)."""
         path = run_dir.write_json("summary.json", summary)
+        supervisor.publish_end(state, code, path, summary)
         _after_run(run_dir.path, plan, t0_ns, args.no_plots)
-        supervisor.publish_end(state, code, path)
         return code
 
     try:

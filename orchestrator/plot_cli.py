@@ -73,8 +73,19 @@ class _Usage(ValueError):
     """A combination of arguments that does not make a request."""
 
 
+def _check_out(out: Path | None) -> None:
+    """--out must name a .png file in a folder that exists."""
+    if out is None:
+        return
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise _Usage(f"--out {out}: give a file name ending in .png (the plots are PNG)")
+    if not out.resolve().parent.is_dir():
+        raise _Usage(f"--out {out}: the folder {out.parent} does not exist (create it first)")
+
+
 def _written(args: argparse.Namespace) -> list[Path]:
     """Do what the arguments ask; the paths written."""
+    _check_out(args.out)
     if args.timeline is not None:
         if args.run_dirs:
             raise _Usage("give run directories or --timeline TRACE.json, not both")

@@ -17,8 +17,9 @@ still live means the orchestrator died without ending the run (`read_status` say
 Schema (all times in seconds; `null` where not known yet):
 
     run_id, run_dir, state (one of STATES), exit_code (once ended), orchestrator_pid, host,
-    updated_at (unix time), elapsed_s (since the command started), steps, budget,
-    eta_s, samples_per_s, loss, test_accuracy, restarts, faults, summary (path, once written),
+    started_at, updated_at (unix times), elapsed_s (since the command started), steps, budget,
+    eta_s, samples_per_s, loss, test_accuracy, restarts, faults, resumable (a checkpoint set is
+    complete), summary (path, once written),
     agents: {name: AGENT_FIELDS}, links: {"src->dst": {host, loss, cosine, norm_ratio, staleness}}
 """
 
@@ -95,6 +96,7 @@ class StatusBoard:
     def __init__(self, run_dir: Path, run_id: str, started_at: float) -> None:
         self.path = Path(run_dir) / STATUS_FILE
         self.run_id, self.started_at = run_id, started_at
+        self.started_unix = time.time() - (time.monotonic() - started_at)  # the command's start
         self.next_at = 0.0
 
     def due(self, now: float) -> bool:
@@ -111,6 +113,7 @@ class StatusBoard:
             "exit_code": None,
             "orchestrator_pid": os.getpid(),
             "host": socket.gethostname(),
+            "started_at": round(self.started_unix, 3),
             "updated_at": time.time(),
             "elapsed_s": round(now - self.started_at, 3),
             **fields,
@@ -131,38 +134,81 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def is_orchestrator(pid: int) -> bool:
+    """Whether `pid` runs a synthgrad command now (a pid is reused once its process is gone)."""
+    if not _alive(pid):
+        return False
+    try:
+        return b"synthgrad" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): the pid exists, trust it
+        return True
+
+
+# Fields `render` and `stop` read, and the types they need (None allowed: not known yet).
+_TYPES = {"run_id": str, "run_dir": str, "steps": int, "elapsed_s": (int, float), "eta_s": (int, float),
+          "samples_per_s": (int, float), "test_accuracy": (int, float), "updated_at": (int, float),
+          "started_at": (int, float), "orchestrator_pid": int, "exit_code": int, "links": dict}
+
+
+def _check(doc, path: Path) -> None:
+    def bad(why: str):
+        return ValueError(f"{path}: not a status file ({why}); a run writes it itself, do not edit it")
+
+    if not isinstance(doc, dict) or doc.get("state") not in STATES:
+        raise bad("no known state")
+    for key, types in _TYPES.items():
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)
+                                  or (isinstance(value, float) and not math.isfinite(value))):
+            raise bad(f"{key!r} is {value!r}")
+    if not isinstance(doc.get("run_id"), str) or not isinstance(doc.get("agents"), dict):
+        raise bad("no run_id or agents")
+    if not all(isinstance(row, dict) for row in doc["agents"].values()):
+        raise bad("an agent's row is not a table")
+
+
 def read_status(run_dir: Path) -> dict:
     """status.json of `run_dir`, with `orchestrator_alive` (None on another host) and, when a
     live state's orchestrator is gone, `state` "lost".
 
     Raises:
         FileNotFoundError: no status.json (not a run directory, or a run made before it).
-        ValueError: the file is not a status document.
+        ValueError: the file is not a status document (names the file and what is wrong).
     """
     path = Path(run_dir) / STATUS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {STATUS_FILE} (not a run directory, or a run from before synthgrad 0.1's status file)")
+        raise FileNotFoundError(f"{run_dir}: no {STATUS_FILE} (not a run directory, or a run made before synthgrad wrote status files)")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        doc = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a status file ({err})") from None
-    if not isinstance(doc, dict) or doc.get("state") not in STATES or not isinstance(doc.get("agents"), dict):
-        raise ValueError(f"{path}: not a status file (no state and agents)")
+    _check(doc, path)
     here = doc.get("host") == socket.gethostname()
     pid = doc.get("orchestrator_pid")
-    doc["orchestrator_alive"] = _alive(pid) if here and isinstance(pid, int) else None
+    doc["orchestrator_alive"] = is_orchestrator(pid) if here and isinstance(pid, int) else None
     if doc["state"] in LIVE and doc["orchestrator_alive"] is False:
         doc["state"] = "lost"  # the orchestrator died (SIGKILL, OOM) before it could say so
+        doc["eta_s"] = None
     return doc
 
 
 def newest_run(root: Path) -> Path:
-    """The run directory under `root` whose status.json changed last.
+    """The run directory under `root` whose command started last (`started_at` in its
+    status.json; every live run rewrites its file each second, so its mtime says nothing).
 
     Raises:
         FileNotFoundError: `root` holds no run with a status file.
     """
-    found = sorted(Path(root).glob(f"*/{STATUS_FILE}"), key=lambda p: p.stat().st_mtime)
+    def started(path: Path) -> float:
+        try:
+            value = json.loads(path.read_bytes()).get("started_at")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else path.stat().st_mtime
+
+    found = sorted(Path(root).glob(f"*/{STATUS_FILE}"), key=started)
     if not found:
         raise FileNotFoundError(f"no run with a {STATUS_FILE} under {Path(root).resolve()} (give RUN_DIR, or --runs-dir)")
     return found[-1].parent

@@ -432,6 +432,10 @@ class Supervisor:
                 next_beat = now + every
             if self.board.due(now):
                 self._publish()
+        self._end_training()
+
+    def _end_training(self) -> None:
+        """Training is over (done, failed or interrupted): its length and when it ended."""
         self.timings["wall_s"] = time.monotonic() - self.t_start
         self._mark("end_s")
 
@@ -476,47 +480,57 @@ class Supervisor:
         self._mark("stopped_s")  # every agent process has exited
 
     # ----------------------------------------------------------------- status
-    def publish_end(self, state: str, exit_code: int, summary_path) -> None:
+    def publish_end(self, state: str, exit_code: int, summary_path, summary: dict) -> None:
         """The run has ended (`state`: finished, failed or interrupted) and summary.json is
-        written: status.json's last rewrite says so, with the exit code the command returns."""
+        written: status.json's last rewrite says so, with the exit code the command returns
+        and the summary's samples/s (over the whole training, not the last report's)."""
         self.phase = state
-        self._publish(exit_code=exit_code, summary=str(summary_path))
+        self._publish(exit_code=exit_code, summary=str(summary_path), samples_per_s=summary.get("samples_per_s") or None)
 
     def _publish(self, **end) -> None:
         """Rewrite status.json (orchestrator/status.py) with the run as it is now."""
         steps = self.agents[self.plan.source].steps if self.plan.source in self.agents else 0
-        source = self.agents.get(self.plan.source)
-        rate = source.latest.get("steps_per_s") if source is not None else None
+        # The run's rate is its head's, as on the progress line (the source may run ahead).
+        head = next((self.agents[t].latest for t in self.plan.terminals if t in self.agents), None)
+        if head is None:
+            head = self.agents[self.plan.source].latest if self.plan.source in self.agents else {}
+        rate = head.get("steps_per_s")
+        rate = rate if isinstance(rate, (int, float)) and rate > 0 else None
         left = max(self.budget - steps, 0) if self.budget else None
-        eta = left / rate if left is not None and isinstance(rate, (int, float)) and rate > 0 else None
-        terminal = next((self.agents[t].latest for t in self.plan.terminals if t in self.agents), {})
         evals = [e for e in self.evaluations if "test_accuracy" in e]
-        self.board.write(
-            self.phase,
+        fields = dict(
             steps=steps,
             budget=self.budget or None,
-            eta_s=eta if self.phase == "training" else None,
-            samples_per_s=rate * self.plan.topology.run.batch_size if isinstance(rate, (int, float)) else None,
-            loss=terminal.get("loss"),
+            eta_s=left / rate if left is not None and rate and self.phase == "training" else None,
+            samples_per_s=rate * self.plan.topology.run.batch_size if rate else None,
+            loss=head.get("loss"),
             test_accuracy=evals[-1]["test_accuracy"] if evals else None,
             restarts=sum(s.restarts for s in self.agents.values()),
             faults=len(self.faults),
-            **{"summary": None, **end},
             agents={n: agent_row(s, self.plan.agents[n].tick_every) for n, s in self.agents.items()},
             links=link_rows(self.agents),
+            resumable=any((self.run_dir.path / "checkpoints").glob("*/manifest.json")),
+            summary=None,
         )
+        fields.update(end)  # the end's samples/s and summary replace the live ones
+        self.board.write(self.phase, **fields)
 
     def run(self) -> dict:
         """Run the plan; raises `RunFailed` or `Interrupted` after cleaning up."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._publish()  # status.json from the start: `synthgrad status` finds this run
             self._launch()
             try:
                 self._train()
             except Interrupted:
                 if self.training:
-                    self.timings["wall_s"] = time.monotonic() - self.t_start
+                    self._end_training()
                     self._last_checkpoint()
+                raise
+            except RunFailed:
+                if self.training:
+                    self._end_training()
                 raise
         finally:
             self._stop()

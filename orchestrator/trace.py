@@ -9,11 +9,13 @@ origin of summary.json's timings), and writes the format `synthgrad simulate --t
 side in https://ui.perfetto.dev:
 
     pid 0 "agents", one track (tid) per agent in plan order, named by a thread_name event;
-    complete events ("ph": "X", ts and dur in microseconds) named "KIND STEP" (cat KIND,
-    args.step), KIND one of agents/runtime/trace.py's span kinds;
-    a flow arrow per delivered data message, named by the message's kind: "ph": "s" inside
-    the sender's `send` span that handed it to ZeroMQ (the first after the step queued it),
-    "f" at the receiver's read, bound to the next span there (the one that used it).
+    complete events ("ph": "X", ts and dur in microseconds) named by their kind (one of
+    agents/runtime/trace.py's; also their `cat`), with the step in args.step;
+    a flow arrow per delivered data message, named by the message's kind: "ph": "s" at the
+    start of the sender's `send` span that handed it to ZeroMQ (the first after the step
+    queued it), "f" at the receiver's read, bound to the next span there (the one that used
+    it).  Agents on the orchestrator's host share its monotonic clock and are not shifted;
+    an agent on another host is shifted by its estimated offset.
 
 A restarted agent wrote one file per incarnation: all go on its track.  An agent that died
 wrote none: its track holds what its later incarnations did.
@@ -22,11 +24,28 @@ wrote none: its track holds what its later incarnations did.
 from __future__ import annotations
 
 import json
+import socket
 from bisect import bisect_left
 from collections import defaultdict, deque
 from pathlib import Path
 
 TRACE_FILE = "trace.json"
+
+
+def set_aside(run_dir: Path) -> list[Path]:
+    """Before `--resume` starts agents in `run_dir`: rename an earlier session's trace/ and
+    trace.json to trace.N/ and trace.N.json (N = 1, 2, ...), so that the new trace holds only
+    the new session (its clock starts at its own command).  Returns the new names."""
+    run_dir = Path(run_dir)
+    n = 1
+    while (run_dir / f"trace.{n}").exists() or (run_dir / f"trace.{n}.json").exists():
+        n += 1
+    moved = []
+    for old, new in (("trace", f"trace.{n}"), (TRACE_FILE, f"trace.{n}.json")):
+        if (run_dir / old).exists():
+            (run_dir / old).rename(run_dir / new)
+            moved.append(run_dir / new)
+    return moved
 
 
 def _load(folder: Path) -> list[dict]:
@@ -40,14 +59,15 @@ def _load(folder: Path) -> list[dict]:
 
 
 def _inside_send(spans: list[tuple[float, float]], queued: float) -> float:
-    """The middle of the first `send` span ending after `queued` (the flush that sent the
-    message: a flow's start binds to its enclosing span), else `queued` itself."""
+    """Just inside the start of the first `send` span ending after `queued` (the flush that
+    sent the message: a flow's start binds to its enclosing span, and the message left no
+    earlier than that flush began), else `queued` itself."""
     i = bisect_left(spans, (queued, queued))
     if i > 0 and spans[i - 1][1] >= queued:
         i -= 1  # a send under way when the message was queued
     if i < len(spans):
         start, end = spans[i]
-        return (start + end) / 2
+        return start + min(0.001, (end - start) / 2)  # 1 ns in: inside, at its start
     return queued
 
 
@@ -64,6 +84,7 @@ def merge_trace(run_dir: Path, order: list[str], origin_ns: int, meta: dict | No
     if not docs:
         return None
     tid = {name: i for i, name in enumerate(order)}
+    here = socket.gethostname()
     events: list[dict] = [{"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "agents"}}]
     for name, i in tid.items():
         events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": i, "args": {"name": name}})
@@ -77,11 +98,15 @@ def merge_trace(run_dir: Path, order: list[str], origin_ns: int, meta: dict | No
         track = tid.get(agent)
         if track is None:
             continue
-        shift = int(doc.get("clock_offset_ns", 0)) - origin_ns
-        clocks[f"{agent}.{doc.get('pid')}"] = {"offset_us": doc.get("clock_offset_ns", 0) / 1e3, "round_trip_us": doc.get("round_trip_ns", 0) / 1e3}
+        # One host has one monotonic clock: the round trip's estimate (off by tens of ms under
+        # load) is for agents elsewhere; it is kept in otherData either way.
+        same_host = doc.get("host") in (None, here)
+        shift = (0 if same_host else int(doc.get("clock_offset_ns", 0))) - origin_ns
+        clocks[f"{agent}.{doc.get('pid')}"] = {"offset_us": doc.get("clock_offset_ns", 0) / 1e3, "round_trip_us": doc.get("round_trip_ns", 0) / 1e3,
+                                               "applied": not same_host}
         dropped[agent] = dropped.get(agent, 0) + int(doc.get("dropped", 0))
         for kind, start, end, step in doc["spans"]:
-            event = {"name": f"{kind} {step}" if step >= 0 else kind, "cat": kind, "ph": "X", "ts": (start + shift) / 1e3,
+            event = {"name": kind, "cat": kind, "ph": "X", "ts": (start + shift) / 1e3,
                      "dur": (end - start) / 1e3, "pid": 0, "tid": track}
             if step >= 0:
                 event["args"] = {"step": step}

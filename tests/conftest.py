@@ -15,9 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `synthgrad ARGS` in a fresh interpreter; a hang fails the test instead of CI."""
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 180, env: dict | None = None, plots: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `synthgrad ARGS` in a fresh interpreter; a hang fails the test instead of CI.
+
+    A `run` draws no plots unless `plots` (they cost a few seconds a run; the tests of
+    watching a run ask for them)."""
     full_env = {**os.environ, **(env or {})}
+    if args[:1] == ["run"] and not plots:
+        args = [*args, "--no-plots"]
     return subprocess.run(
         [sys.executable, "-m", "synthgrad.orchestrator.cli", *args],
         cwd=cwd,

@@ -372,9 +372,10 @@ class AgentProcess:
         core = self.core
         every = core.run.metrics_every_s
         next_beat = next_metrics = time.monotonic()
-        last_steps, last_time = 0, time.monotonic()
+        # From the steps it starts with: a restored agent's first rate is not its whole past.
+        last_steps, last_time = core.steps, time.monotonic()
         last_in, last_out = self.messages_in, self.out.sent
-        first_step = core.steps == 0  # the first completed step is reported at once (timings)
+        first_step = core.steps  # its first step completed here is reported at once (timings)
         trace = self.tracer
         self.state = self.state.advance(Lifecycle.RUNNING)
         while self.state is Lifecycle.RUNNING:
@@ -405,8 +406,8 @@ class AgentProcess:
                     self._queue_outbox()
             self._checkpoint_if_due()
             now = time.monotonic()
-            if first_step and core.steps:
-                first_step, next_metrics = False, now
+            if first_step is not None and core.steps > first_step:
+                first_step, next_metrics = None, now
             if now >= next_beat:
                 self._send_control(Kind.HEARTBEAT, {"state": Lifecycle.RUNNING.value})
                 next_beat = now + self.heartbeat_s
@@ -437,12 +438,21 @@ class AgentProcess:
         """Save the final state and send the last metrics (with the steps done); under
         `--trace`, write this agent's events to RUN_DIR/trace/ (orchestrator/trace.py)."""
         self._save("final.pt")
-        if self.tracer.enabled:
-            self.tracer.write(self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns)
+        self.write_trace()
         metrics = self.core.take_metrics()
         metrics.update(self.out.metrics())
         metrics["clock"] = max(self.core.clock, 0)
         self._send_control(Kind.METRICS, {**metrics, "final_report": True})
+
+    def write_trace(self) -> None:
+        """Under `--trace`: this agent's events to RUN_DIR/trace/ (orchestrator/trace.py
+        merges them), at the end and after a failure too (its track shows what led to it)."""
+        if self.tracer.enabled:
+            try:
+                self.tracer.write(self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns)
+            except OSError as err:  # e.g. a full disk: the run's results matter more
+                log.warning("%s: trace not written (%s)", self.name, err)
+            self.tracer = self.core.tracer = NULL_TRACER  # written once
 
     def report_error(self, text: str) -> None:
         try:
@@ -478,12 +488,15 @@ def agent_main(
         process.state = Lifecycle.FAILED
         log.error("%s", err)
         process.report_error(str(err))
+        process.write_trace()
         code = 1
     except BaseException:
         process.state = Lifecycle.FAILED
         text = traceback.format_exc()
         log.error("%s", text)
         process.report_error(text)
+        if process.core is not None:
+            process.write_trace()
         code = 1
     finally:
         # Give the last control messages a moment to leave before the context goes.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from array import array
 from contextlib import nullcontext
@@ -137,6 +138,7 @@ class Tracer:
         doc = {
             "agent": agent,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "clock_offset_ns": offset_ns,
             "round_trip_ns": round_trip_ns,
             "dropped": self.dropped,

@@ -36,7 +36,7 @@ RUN_ARGS = ["--set", "run.steps=80", "--set", "run.eval_every=40", "--quiet"]
 
 def _run(example: str, where: Path) -> Path:
     # Two runs and the first test's plots fit the first test's 300 s (setup counts against it).
-    proc = run_cli(["run", str(EXAMPLES / example), *RUN_ARGS], cwd=where, timeout=140)
+    proc = run_cli(["run", str(EXAMPLES / example), *RUN_ARGS], cwd=where, timeout=140, plots=True)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (where / "runs").iterdir()
     return run_dir

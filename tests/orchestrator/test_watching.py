@@ -29,7 +29,7 @@ def traced(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess]:
     proc = run_cli(
         ["run", str(EXAMPLES / "mnist_dni.toml"), "--set", "run.steps=80", "--set", "run.eval_every=40",
          "--trace", "--tensorboard", "--json"],
-        cwd=where, timeout=240,
+        cwd=where, timeout=240, plots=True,
     )
     assert proc.returncode == 0, proc.stderr
     summary = last_json(proc.stdout)
