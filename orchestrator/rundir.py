@@ -34,6 +34,16 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
+def replace_text(target: Path, text: str) -> Path:
+    """Write `target` whole or not at all (a temporary name beside it, then rename), so a
+    reader (`synthgrad status`, a viewer) never sees half a file.  Not fsynced: these files
+    are reports, rewritten often; checkpoints are durable (agents/runtime/checkpoint.py)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    return target
+
+
 class RunDir:
     """`runs/<name>-<time>/` and the files a run writes into it."""
 
@@ -63,13 +73,9 @@ class RunDir:
         return self.path / "logs" / f"{agent}.log"
 
     def write_json(self, filename: str, data: Any) -> Path:
-        """Write `filename` whole or not at all (tmp and rename): agents.json is rewritten
-        at every restart while others may be reading it."""
-        target = self.path / filename
-        tmp = target.with_name(f".{filename}.tmp")
-        tmp.write_text(dumps(data, indent=2) + "\n")
-        tmp.replace(target)
-        return target
+        """Write `filename` whole or not at all: agents.json is rewritten at every restart
+        while others may be reading it."""
+        return replace_text(self.path / filename, dumps(data, indent=2) + "\n")
 
     def record(self, agent: str, step: int, metrics: dict) -> None:
         """Append one metrics line: wall time since the run began, agent, step, values."""

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from .restarts import AgentRecord
-from .rundir import dumps
+from .rundir import dumps, replace_text
 
 STATUS_FILE = "status.json"
 INTERVAL_S = 1.0
@@ -118,9 +118,7 @@ class StatusBoard:
             "elapsed_s": round(now - self.started_at, 3),
             **fields,
         }
-        tmp = self.path.with_name(f".{STATUS_FILE}.tmp")
-        tmp.write_text(dumps(doc, indent=1) + "\n")
-        tmp.replace(self.path)
+        replace_text(self.path, dumps(doc, indent=1) + "\n")
         return doc
 
 

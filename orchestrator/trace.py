@@ -29,6 +29,8 @@ from bisect import bisect_left
 from collections import defaultdict, deque
 from pathlib import Path
 
+from .rundir import replace_text
+
 TRACE_FILE = "trace.json"
 
 
@@ -136,8 +138,4 @@ def merge_trace(run_dir: Path, order: list[str], origin_ns: int, meta: dict | No
         "displayTimeUnit": "ms",
         "otherData": {"source": "synthgrad run --trace", "clocks": clocks, "dropped_events": dropped, "messages": flows, **(meta or {})},
     }
-    path = run_dir / TRACE_FILE
-    tmp = path.with_name(f".{TRACE_FILE}.tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
-    return path
+    return replace_text(run_dir / TRACE_FILE, json.dumps(doc))

@@ -138,9 +138,13 @@ class AgentProcess:
         # `--trace`: this clock's offset to the orchestrator's and the round trip it was
         # measured over (the ready heartbeat and START, trace.clock_offset); 0 until START.
         self.clock_offset_ns, self.round_trip_ns = 0, 0
-        self.tracer = NULL_TRACER
         self.messages_in = 0  # data messages read (the status table's messages in per s)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    @property
+    def tracer(self):
+        """The core's tracer (`NULL_TRACER` until the core is built, or without `--trace`)."""
+        return self.core.tracer if self.core is not None else NULL_TRACER
 
     def _on_sigterm(self, *_args) -> None:
         self.state = self.state.advance(Lifecycle.STOPPING)
@@ -239,7 +243,7 @@ class AgentProcess:
             os.sched_setaffinity(0, {plan.cpu})  # `synthgrad run --pin`: follow the placement
         self.core = build_core(plan)
         if plan.run.trace:
-            self.tracer = self.core.tracer = Tracer()
+            self.core.tracer = Tracer()
         self.out = Outbound(self._connect, self.core.is_source)
         self.heartbeat_s = plan.run.heartbeat_s
         self.incarnations = {str(n): int(i) for n, i in welcome.meta.get("incarnations", {}).items()}
@@ -295,25 +299,25 @@ class AgentProcess:
 
     # ----------------------------------------------------------------- the loop
     def _queue_outbox(self) -> None:
-        trace = self.tracer.enabled
+        trace = self.core.tracer.enabled
         for dest, plane, msg in self.core.outbox:
             msg.run = self.run_id
             if dest == CONTROL:
                 send_message(self.control, msg)
             else:
                 if trace:
-                    self.tracer.flow(flow_key(self.name, dest, msg.kind.name, msg.port, msg.step), out=True)
+                    self.core.tracer.flow(flow_key(self.name, dest, msg.kind.name, msg.port, msg.step), out=True)
                 self.out.put(dest, plane, msg)
         self.core.outbox.clear()
 
     def _flush(self) -> bool:
         """Hand queued data messages to ZeroMQ (a `send` span when tracing and any went)."""
-        if not self.tracer.enabled:
+        if not self.core.tracer.enabled:
             return self.out.flush()
         start, sent = time.monotonic_ns(), self.out.sent
         clear = self.out.flush()
         if self.out.sent > sent:
-            self.tracer.add("send", start, time.monotonic_ns())
+            self.core.tracer.add("send", start, time.monotonic_ns())
         return clear
 
     def _reject(self, reason: str, detail: str) -> None:
@@ -352,8 +356,8 @@ class AgentProcess:
             return False
         if sock is not self.control:
             self.messages_in += 1
-            if self.tracer.enabled:
-                self.tracer.flow(flow_key(msg.src, self.name, msg.kind.name, msg.port, msg.step), out=False)
+            if self.core.tracer.enabled:
+                self.core.tracer.flow(flow_key(msg.src, self.name, msg.kind.name, msg.port, msg.step), out=False)
         return msg
 
     def _drain(self, sock: zmq.Socket, handle, check=None) -> None:
@@ -452,7 +456,7 @@ class AgentProcess:
                 self.tracer.write(self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns)
             except OSError as err:  # e.g. a full disk: the run's results matter more
                 log.warning("%s: trace not written (%s)", self.name, err)
-            self.tracer = self.core.tracer = NULL_TRACER  # written once
+            self.core.tracer = NULL_TRACER  # written once
 
     def report_error(self, text: str) -> None:
         try:
@@ -495,8 +499,7 @@ def agent_main(
         text = traceback.format_exc()
         log.error("%s", text)
         process.report_error(text)
-        if process.core is not None:
-            process.write_trace()
+        process.write_trace()
         code = 1
     finally:
         # Give the last control messages a moment to leave before the context goes.

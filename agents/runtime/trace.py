@@ -33,6 +33,8 @@ from array import array
 from contextlib import nullcontext
 from pathlib import Path
 
+from .checkpoint import write_atomic
+
 WAIT_MIN_NS = 50_000  # shorter blocking is loop overhead, not waiting; kept out of the trace
 LIMIT = 200_000  # events kept per agent (spans and flow ends together)
 
@@ -145,7 +147,5 @@ class Tracer:
             "spans": [[names[s[i]], s[i + 1], s[i + 2], s[i + 3]] for i in range(0, len(s), 4)],
             "flows": [[key, f[2 * i], bool(f[2 * i + 1])] for i, key in enumerate(self.flow_keys)],
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(doc).encode())
         return path
