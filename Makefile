@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[data,test,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[data,test,dev,rl]'
 	@$(MAKE) -s system-data
 	touch $@
 

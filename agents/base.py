@@ -64,6 +64,11 @@ class Agent:
         (out,) = self.outputs
         return {out: self.module(inputs[port])}
 
+    def act(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An acting step's outputs (RL, docs/rl.md): a policy head turns its forward's
+        outputs into the answer it sends the env agent; other kinds pass them on as they are."""
+        return outputs
+
     def loss(
         self, outputs: dict[str, torch.Tensor], context: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:

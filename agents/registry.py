@@ -27,6 +27,9 @@ BUILTIN = {
     "digit_stream": "synthgrad.agents.kinds.timescale:DigitStream",
     "fast_counter": "synthgrad.agents.kinds.timescale:FastCounter",
     "slow_counter": "synthgrad.agents.kinds.timescale:SlowCounter",
+    "env": "synthgrad.agents.kinds.env:GymEnv",
+    "mlp": "synthgrad.agents.kinds.actor_critic:MLP",
+    "actor_critic": "synthgrad.agents.kinds.actor_critic:ActorCritic",
 }
 _registered: dict[str, type] = {}
 

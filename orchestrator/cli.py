@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "specs": {name: agent.to_wire() for name, agent in plan.agents.items()},
         },
     )
-    progress = Progress(topology.run.batch_size, enabled=not args.quiet, started_at=t0)
+    progress = Progress(plan.samples_per_step, enabled=not args.quiet, started_at=t0, env_steps=plan.closed_loop)
     supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume)
 
     def ended(state: str, code: int, summary: dict) -> int:
@@ -194,11 +194,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress.close()
     ended("finished", 0, summary)
     acc = summary["metrics"].get("test_accuracy")
+    mean_return = summary["metrics"].get("charts/episodic_return_mean")
     print(f"run dir: {summary['run_dir']}")
-    print(
-        f"{summary['steps']} steps in {summary['wall_s']:.1f} s ({summary['samples_per_s']:,.0f} samples/s)"
-        + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
-    )
+    if plan.closed_loop:
+        window = plan.agents[plan.source].params["window"]
+        print(
+            f"{summary['steps']} env steps in {summary['wall_s']:.1f} s ({summary['samples_per_s']:,.0f} SPS), "
+            f"mean return of the last {window} episodes {mean_return:.1f}"
+        )
+    else:
+        print(
+            f"{summary['steps']} steps in {summary['wall_s']:.1f} s ({summary['samples_per_s']:,.0f} samples/s)"
+            + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
+        )
     rejects = {n: a["rejected"] for n, a in summary["agents"].items() if a.get("rejected")}
     if summary.get("control_rejected"):
         rejects["orchestrator (control)"] = summary["control_rejected"]

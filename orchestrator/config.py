@@ -207,6 +207,9 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if not 0 <= _expect(run["seed"], int, "run.seed", "an integer") < 2**32:
         raise ConfigError("run.seed", f"must be in 0..{2**32 - 1:,} (numpy seeds are unsigned 32-bit), got {run['seed']}")
     _positive_number(run["lr"], "run.lr")
+    _positive_number(run["eps"], "run.eps")
+    if _finite(_expect(run["max_grad_norm"], (int, float), "run.max_grad_norm", "a number"), "run.max_grad_norm") < 0:
+        raise ConfigError("run.max_grad_norm", f"must be 0 (off) or a positive norm, got {run['max_grad_norm']}")
     for key in ("register_timeout_s", "metrics_every_s"):
         _positive_number(run[key], f"run.{key}")
     _expect(run["runs_dir"], str, "run.runs_dir", "a folder name")

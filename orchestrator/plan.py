@@ -34,6 +34,11 @@ class RunPlan:
     source: str = ""
     terminals: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    #: what one of the source's steps is worth in samples: its batch, or 1 for an env agent
+    #: (whose steps are environment steps)
+    samples_per_step: int = 1
+    #: the run has an env agent (reinforcement learning, docs/rl.md)
+    closed_loop: bool = False
 
 
 def agent_seed(run_seed: int, name: str) -> int:
@@ -105,20 +110,24 @@ def _link_plan(link: LinkPlan, classes: dict[str, type], context: bool, ticks: d
         raise ConfigError(f"{link.key}.to", f"{link.dst!r} has no input port {dst_port!r}; ports: {ports}")
     is_context = context or dst_port in dst_cls.context_inputs
     from_source = issubclass(src_cls, Source)
+    feedback = getattr(dst_cls, "closes_loop", False)  # into an env agent: actions, no gradient
     return dataclasses.replace(
         link,
         src_port=src_port,
         dst_port=dst_port,
         # No gradient crosses a context link, nor goes back into a data source.
-        mode=LinkMode.NONE if is_context or from_source else link.mode,
+        mode=LinkMode.NONE if is_context or from_source or feedback else link.mode,
         context=is_context,
         from_source=from_source,
+        feedback=feedback,
         src_tick=ticks[link.src],
         dst_tick=ticks[link.dst],
     )
 
 
 def _order(topology: Topology, links: list[LinkPlan]) -> list[str]:
+    # A feedback link (into an env agent) closes a loop by design; every other cycle is refused.
+    links = [link for link in links if not link.feedback]
     indegree = {name: 0 for name in topology.agents}
     for link in links:
         indegree[link.dst] += 1
@@ -134,7 +143,11 @@ def _order(topology: Topology, links: list[LinkPlan]) -> list[str]:
                     ready.append(link.dst)
     if len(order) != len(topology.agents):
         stuck = sorted(set(topology.agents) - set(order))
-        raise ConfigError("links", f"the links form a cycle through {stuck}; recurrence belongs inside an agent")
+        raise ConfigError(
+            "links",
+            f"the links form a cycle through {stuck}; a loop may close only through an environment agent (kind 'env'), "
+            "and recurrence belongs inside an agent",
+        )
     return order
 
 
@@ -270,15 +283,17 @@ def plan_run(topology: Topology) -> RunPlan:
         if key in seen_inputs:
             raise ConfigError(f"{link.key}.to", f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}")
         seen_inputs[key] = link.key
-    # cDNI: whoever hosts a label-conditioned SG model needs the labels as context.
+    # cDNI: whoever hosts a label-conditioned SG model needs the labels as context (from an
+    # env agent: its rollout rows, on port `rollout`).
     label_port = classes[source].label_port
+    context_port = getattr(classes[source], "context_port", "labels")
     for link in list(links):
         if link.mode.has_sg_model and link.sg.context:
             host = link.src if link.sg.sender_hosted else link.dst
-            if (host, "labels") not in seen_inputs:
-                implicit = LinkPlan(len(links), source, label_port, host, "labels", LinkMode.NONE, link.sg)
+            if (host, context_port) not in seen_inputs:
+                implicit = LinkPlan(len(links), source, label_port, host, context_port, LinkMode.NONE, link.sg)
                 links.append(_link_plan(implicit, classes, True, ticks))
-                seen_inputs[(host, "labels")] = f"labels for {link.label}"
+                seen_inputs[(host, context_port)] = f"{context_port} for {link.label}"
     # Complete unlock: a layer on an unlocked link predicts its input from the data x.
     data_port = getattr(classes[source], "data_port", classes[source].outputs[0])
     for link in list(links):
@@ -289,18 +304,24 @@ def plan_run(topology: Topology) -> RunPlan:
     _check_label_links(links, classes, source)
     _refuse_waiting_unlocked(links)
     _check_classes(topology, instances, source, links)
+    run = topology.run
+    closed = getattr(classes[source], "closes_loop", False)
+    if closed:
+        run = _plan_closed_loop(topology, instances, source, links)
     _check_ticks(topology, instances, source, links)
     order = _order(topology, links)
-    plan = RunPlan(topology=topology, classes=classes, source=source, order=order)
+    plan = RunPlan(topology=topology, classes=classes, source=source, order=order, samples_per_step=1 if closed else run.batch_size, closed_loop=closed)
     out_shapes: dict[str, dict] = {source: instances[source].output_shapes()}
     num_classes = instances[source].num_classes
     for name in order:
         spec = topology.agents[name]
         in_links = [link for link in links if link.dst == name]
         # A port that takes several messages per block sees them stacked on a new dimension.
+        # (A feedback link's sender comes later in the order: `_plan_feedback` adds its shape.)
         in_shapes = {
             link.dst_port: ((n,) if (n := link.messages_per_block) > 1 else ()) + tuple(out_shapes[link.src][link.src_port])
             for link in in_links
+            if not link.feedback
         }
         agent = instances[name]
         if not issubclass(classes[name], Source):
@@ -315,14 +336,14 @@ def plan_run(topology: Topology) -> RunPlan:
                 key = f"agents.{name}.{err.param}" if getattr(err, "param", None) else f"agents.{name}"
                 raise ConfigError(key, f"cannot build its module: {err}") from None
             out_shapes[name] = shapes
-            if classes[name].terminal:
+            if classes[name].terminal and not closed:
                 plan.terminals.append(name)
         is_source = issubclass(classes[name], Source)
         plan.agents[name] = AgentPlan(
             name=name,
             kind=spec.kind,
             params={k: v for k, v in agent.params.items() if v is not REQUIRED},
-            run=topology.run,
+            run=run,
             seed=agent_seed(topology.run.seed, name),
             tick_every=spec.tick_every,
             num_classes=num_classes,
@@ -332,4 +353,60 @@ def plan_run(topology: Topology) -> RunPlan:
             out_links=tuple(link for link in links if link.src == name),
             p_update=None if is_source else _p_update(name, spec.params, in_links),
         )
+    if closed:
+        _plan_feedback(plan, links, out_shapes)
     return plan
+
+
+def _plan_closed_loop(topology: Topology, instances: dict, env: str, links: list[LinkPlan]):
+    """Checks and settings of a run with an env agent (docs/rl.md); returns its RunSettings.
+
+    The env's action port must be fed; a policy's `actions` parameter (0: filled in here)
+    must be the env's action count.  Minibatches are the env's (``num_envs * num_steps /
+    num_minibatches`` rows) and acting steps carry `num_envs` rows, so those become the run's
+    batch sizes (what the agents' admission accepts).
+    """
+    feedback = [link for link in links if link.feedback]
+    if not feedback:
+        raise ConfigError("links", f"input port {env}.action is not fed by any link; link the policy head's action port to it")
+    for link in links:
+        if link.mode.has_synthetic_input:
+            raise ConfigError(f"{link.key}.mode", "'unlocked' is not available in a run with an env agent; use 'dni'")
+    for name, spec in topology.agents.items():
+        if spec.tick_every != 1:
+            raise ConfigError(f"agents.{name}.tick_every", "ticks are not available in a run with an env agent (every agent acts on every env step)")
+    actions = instances[env].num_actions
+    for link in feedback:
+        if link.src == env:
+            raise ConfigError(f"{link.key}.from", "an env agent cannot feed itself")
+    for name, agent in instances.items():
+        if name == env or "actions" not in type(agent).defaults:
+            continue
+        given = agent.params.get("actions")
+        if given in (0, None):
+            agent.params["actions"] = actions
+        elif given != actions:
+            env_id = instances[env].params["env_id"]
+            raise ConfigError(f"agents.{name}.actions", f"is {given}, but {env_id}'s action space has {actions} actions; give actions = {actions} or leave it out")
+    env_agent = instances[env]
+    return dataclasses.replace(topology.run, batch_size=env_agent.minibatch_size, eval_batch_size=env_agent.params["num_envs"])
+
+
+def _plan_feedback(plan: RunPlan, links: list[LinkPlan], out_shapes: dict) -> None:
+    """The env's action port takes ``[action, log-prob, value]`` rows; its sender's output
+    must have that shape.  The env is the run's terminal: its final report ends the run."""
+    env = plan.source
+    in_shapes = dict(plan.agents[env].in_shapes)
+    for link in links:
+        if not link.feedback:
+            continue
+        shape = tuple(out_shapes[link.src][link.src_port])
+        if shape != (3,):
+            raise ConfigError(
+                f"{link.key}.from",
+                f"{link.src}.{link.src_port} sends shape {shape}; {env}.{link.dst_port} takes rows of (action, log-prob, value), "
+                "shape (3,): link a policy head's action port (kind 'actor_critic')",
+            )
+        in_shapes[link.dst_port] = shape
+    plan.agents[env] = dataclasses.replace(plan.agents[env], in_shapes=in_shapes)
+    plan.terminals = [env]

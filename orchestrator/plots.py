@@ -360,14 +360,21 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
 
     accuracy_loss.png: test and train accuracy and task loss against steps and wall time;
     sg_quality.png: per link, SG loss, cosine, norm ratio and staleness against steps;
-    throughput.png: steps/s and messages/s per agent against wall time.
+    throughput.png: steps/s and messages/s per agent against wall time;
+    learning_curve.png (a run with an env agent): episodic return against env steps and wall
+    time (orchestrator/rl_plots.py).
     Every file is written, a panel without data saying so. FileNotFoundError for a missing
     directory, ValueError for one without metrics.jsonl.
     """
     run = load_run(run_dir)
     out = run.path / PLOTS_DIR
     out.mkdir(exist_ok=True)
-    return [_save(build(run), out / name) for name, build in RUN_PLOTS.items()]
+    paths = [_save(build(run), out / name) for name, build in RUN_PLOTS.items()]
+    from . import rl_plots  # it builds on this module's helpers
+
+    if rl_plots.is_rl(run):
+        paths.append(_save(rl_plots.learning_curve_figure(run), out / "learning_curve.png"))
+    return paths
 
 
 def overlay_figure(run_dirs: Iterable[str | Path]) -> Figure:

@@ -22,8 +22,19 @@ class Progress:
     ETA is the steps left over the head's latest rate.
     """
 
-    def __init__(self, batch_size: int, stream=None, interval_s: float = 5.0, enabled: bool = True, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        stream=None,
+        interval_s: float = 5.0,
+        enabled: bool = True,
+        started_at: float | None = None,
+        env_steps: bool = False,
+    ) -> None:
         self.stream = stream or sys.stderr
+        # A run with an env agent (docs/rl.md): steps are env steps, the rate is the env's
+        # SPS, and the line shows the mean return of the latest episodes.
+        self.env_steps = env_steps
         self.tty = self.stream.isatty()
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -35,7 +46,9 @@ class Progress:
 
     def _line(self, budget: int) -> str:
         v = self.values
-        parts = [f"step {int(v.get('steps', 0))}/{budget or '?'}"]
+        parts = [f"{'env step' if self.env_steps else 'step'} {int(v.get('steps', 0))}/{budget or '?'}"]
+        if "return" in v:
+            parts.append(f"return {v['return']:.1f}")
         if "loss" in v:
             parts.append(f"loss {v['loss']:.4f}")
         if "train_accuracy" in v:
@@ -43,7 +56,7 @@ class Progress:
         if "test_accuracy" in v:
             parts.append(f"test acc {100 * v['test_accuracy']:.2f}%")
         if "steps_per_s" in v:
-            parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} samples/s")
+            parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} {'SPS' if self.env_steps else 'samples/s'}")
         parts.append(f"elapsed {clock(time.monotonic() - self.started_at)}")
         rate, left = v.get("steps_per_s", 0.0), budget - v.get("steps", 0)
         if budget and rate > 0 and left > 0:
@@ -64,11 +77,13 @@ class Progress:
         for key in ("loss", "train_accuracy", "test_accuracy"):
             if key in metrics:
                 self.values[key] = metrics[key]
-        if "steps_per_s" in metrics and "loss" in metrics:  # the head's rate is the run's rate
+        if "steps_per_s" in metrics and ("global_step" if self.env_steps else "loss") in metrics:  # the head's rate, or the env's
             self.values["steps_per_s"] = metrics["steps_per_s"]
+        if "charts/episodic_return_mean" in metrics and metrics["charts/episodic_return_mean"] == metrics["charts/episodic_return_mean"]:
+            self.values["return"] = metrics["charts/episodic_return_mean"]  # not NaN: an episode has ended
         if "steps" in metrics:
             self.values["steps"] = max(self.values.get("steps", 0), metrics["steps"])
-        if "eval" in metrics:
+        if "eval" in metrics and not self.env_steps:
             self.values["steps"] = max(self.values.get("steps", 0), metrics["train_steps"])
         now = time.monotonic()
         if self.tty:

@@ -27,7 +27,7 @@ CONTROL_REASONS = ("decode", "stranger", "key", "run", "report")
 COUNTS = ("steps", "train_steps", "budget", "eval", "pid", "queued", "held", "parked", "clock", "clock_ns")
 # Numbers the progress line, status.json and the plots read; may be non-finite (a diverged run).
 NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s", "messages_in_per_s", "messages_out_per_s")
-NUMBER_PREFIXES = ("sg_loss.", "sg_cosine.", "sg_norm_ratio.", "sg_staleness.")  # per link: src->dst
+NUMBER_PREFIXES = ("sg_loss.", "sg_cosine.", "sg_norm_ratio.", "sg_staleness.", "charts/", "losses/")  # per link: src->dst; RL (CleanRL's names)
 FLAGS = ("final", "final_report", "last")
 # Columns of a metrics.jsonl line that the orchestrator writes itself (rundir.RunDir.record).
 RESERVED = ("t", "agent", "step")

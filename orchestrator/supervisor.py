@@ -114,7 +114,7 @@ class Supervisor:
         if run.tensorboard:  # the CLI checked the package is there before anything started
             from .tensorboard import TensorBoardWriter
 
-            self.tensorboard = TensorBoardWriter(run_dir.path / "tensorboard", run.batch_size, heads=plan.terminals)
+            self.tensorboard = TensorBoardWriter(run_dir.path / "tensorboard", plan.samples_per_step, heads=plan.terminals)
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -502,7 +502,7 @@ class Supervisor:
             steps=steps,
             budget=self.budget or None,
             eta_s=left / rate if left is not None and rate and self.phase == "training" else None,
-            samples_per_s=rate * self.plan.topology.run.batch_size if rate else None,
+            samples_per_s=rate * self.plan.samples_per_step if rate else None,
             loss=head.get("loss"),
             test_accuracy=evals[-1]["test_accuracy"] if evals else None,
             restarts=sum(s.restarts for s in self.agents.values()),
@@ -547,17 +547,16 @@ class Supervisor:
         return self.summary()
 
     def summary(self) -> dict:
-        run = self.plan.topology.run
         wall = self.timings.get("wall_s", 0.0)
         steps = self.agents[self.plan.source].steps if self.plan.source in self.agents else 0
         finals = [e for e in self.evaluations if e.get("final")]
-        metrics = {k: v for k, v in (finals[-1] if finals else {}).items() if k.startswith("test_")}
+        metrics = {k: v for k, v in (finals[-1] if finals else {}).items() if k.startswith(("test_", "charts/"))}
         return {
             "run_dir": str(self.run_dir.path),
             "run_id": self.run_id,
             "steps": steps,
             "wall_s": wall,
-            "samples_per_s": (steps - self.resumed_steps) * run.batch_size / wall if wall else 0.0,
+            "samples_per_s": (steps - self.resumed_steps) * self.plan.samples_per_step / wall if wall else 0.0,
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,

@@ -78,6 +78,7 @@ class TensorBoardWriter:
         self.batch_size = batch_size
         self.per_head = len(set(heads)) > 1
         self.terminal: set[str] = set()
+        self.global_step: int | None = None  # the env agent's latest, in a run with one
 
     def _add(self, tag: str, value: Any, step: int, t: float | None) -> None:
         number = _number(value)
@@ -102,6 +103,16 @@ class TensorBoardWriter:
         step = metrics.get("steps")
         if not isinstance(step, int) or isinstance(step, bool):
             return  # check_report lets only counts through; a report without one has no x
+        if "global_step" in metrics:  # an env agent (docs/rl.md): CleanRL's x axis is env steps
+            self.global_step = step
+        if self.global_step is not None:
+            # CleanRL's own names ("charts/episodic_return", "losses/approx_kl") as they are,
+            # at the env steps taken when the report came.
+            for key, value in metrics.items():
+                if key.startswith(("charts/", "losses/")):
+                    self._add(key, value, self.global_step, t)
+            if "global_step" in metrics:
+                return
         if "loss" in metrics:
             self.terminal.add(agent)
         name = tag_safe(agent)
@@ -116,7 +127,7 @@ class TensorBoardWriter:
         if agent in self.terminal:
             self._add(self._head("losses/task_loss", agent), metrics.get("loss"), step, t)
             self._add(self._head("charts/train_accuracy", agent), metrics.get("train_accuracy"), step, t)
-            if rate is not None:
+            if rate is not None and self.global_step is None:  # an env agent reports its own SPS
                 self._add(self._head("charts/SPS", agent), rate * self.batch_size, step, t)
 
     def close(self) -> None:

@@ -69,7 +69,7 @@ class LinkMode(str, enum.Enum):
 
 SG_MODELS = ("linear", "mlp", "conv")
 SG_HOSTS = ("sender", "receiver")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
 NONFINITE_POLICIES = ("stop", "warn", "skip")  # agents/runtime/nonfinite.py
 TRANSPORTS = ("ipc", "tcp")  # ipc: one host, private directory; tcp: CurveZMQ mandatory
 
@@ -109,8 +109,12 @@ class RunSettings:
     seed: int = 0
     optimizer: str = "adam"  # one of OPTIMIZERS
     lr: float = 3e-4
+    eps: float = 1e-8  # Adam's and RMSprop's epsilon (CleanRL's PPO and SB3's A2C use 1e-5)
     lr_decay_at: tuple[int, ...] = ()
     lr_decay: float = 0.1
+    # Clip each agent's gradient to this global L2 norm before its optimiser steps (0 = off).
+    # Per agent: no process sees another's gradients (CleanRL's PPO clips over the whole net).
+    max_grad_norm: float = 0.0
     hwm: int = 4  # messages a data socket buffers before its sender must wait (back-pressure)
     register_timeout_s: float = 60.0
     metrics_every_s: float = 1.0
@@ -212,6 +216,7 @@ class LinkPlan:
     from_source: bool = False
     src_tick: int = 1
     dst_tick: int = 1
+    feedback: bool = False
 
     @property
     def key(self) -> str:
@@ -242,6 +247,7 @@ class LinkPlan:
             "from_source": self.from_source,
             "src_tick": self.src_tick,
             "dst_tick": self.dst_tick,
+            "feedback": self.feedback,
         }
 
     @classmethod

@@ -6,12 +6,14 @@ from ...protocol.plan import AgentPlan
 from ..base import Agent, Source
 from ..registry import resolve_kind
 from .core import AgentCore
+from .env_driver import EnvDriver
 from .source_driver import SourceDriver
 from .stepper import ModuleStepper
 
 
 def build_core(plan: AgentPlan, agent: Agent | Source | None = None) -> AgentCore:
-    """A `SourceDriver` for a data source, else a `ModuleStepper`.
+    """An `EnvDriver` for an environment (a source that closes a loop), a `SourceDriver` for
+    another data source, else a `ModuleStepper`.
 
     `agent` is the kind's instance; by default it is made from `plan.kind` and `plan.params`.
 
@@ -20,4 +22,6 @@ def build_core(plan: AgentPlan, agent: Agent | Source | None = None) -> AgentCor
     """
     if agent is None:
         agent = resolve_kind(plan.kind)(plan.name, dict(plan.params))
-    return SourceDriver(agent, plan) if isinstance(agent, Source) else ModuleStepper(agent, plan)
+    if isinstance(agent, Source):
+        return EnvDriver(agent, plan) if getattr(agent, "closes_loop", False) else SourceDriver(agent, plan)
+    return ModuleStepper(agent, plan)

@@ -34,7 +34,9 @@ def make_optimizer(params, run: RunSettings, lr: float | None) -> torch.optim.Op
     rate = lr or run.lr
     if run.optimizer == "sgd":
         return torch.optim.SGD(params, lr=rate)
-    return torch.optim.Adam(params, lr=rate)
+    if run.optimizer == "rmsprop":  # SB3's A2C: alpha 0.99 (torch's default too)
+        return torch.optim.RMSprop(params, lr=rate, alpha=0.99, eps=run.eps)
+    return torch.optim.Adam(params, lr=rate, eps=run.eps)
 
 
 def evaluation_summary(sums: dict[str, float]) -> dict[str, float]:

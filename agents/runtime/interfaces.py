@@ -30,18 +30,25 @@ from .sg_quality import SGQuality
 class SyntheticGradientModel(nn.Module):
     """Predicts dL/dh from h (and, for cDNI, a one-hot context); the last layer starts at zero.
 
+    A context row (`context_features` > 0; RL's cDNI, docs/rl.md) is ``[B, 1 + features]``:
+    column 0 a class (the action taken, one-hot over `context_classes`), the rest taken as
+    they are (the env's rollout row: log-probability, advantage, return, value).
+
     Zero-initialising the output layer makes early synthetic gradients exactly zero, so an
     untrained SG model cannot push its sender anywhere (the paper's initialisation).
     """
 
-    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0, context_steps: int = 1) -> None:
+    def __init__(
+        self, h_shape: Shape, hidden: list[int], context_classes: int = 0, context_steps: int = 1, context_features: int = 0
+    ) -> None:
         super().__init__()
         self.h_shape = tuple(h_shape)
         self.context_classes = context_classes
+        self.context_features = context_features
         width = math.prod(self.h_shape)
         layers: list[nn.Module] = []
         # An agent ticking every T steps gets T labels per act (stacked): one one-hot each.
-        fan_in = width + context_classes * context_steps
+        fan_in = width + (context_classes + context_features) * context_steps
         for size in hidden:
             layers += [nn.Linear(fan_in, size), nn.ReLU()]
             fan_in = size
@@ -55,8 +62,12 @@ class SyntheticGradientModel(nn.Module):
         if self.context_classes:
             if context is None:
                 raise ValueError("this SG model is conditioned (cDNI) and needs its context")
-            onehot = F.one_hot(context.long(), self.context_classes).to(flat.dtype)
-            flat = torch.cat([flat, onehot.reshape(flat.shape[0], -1)], 1)
+            if self.context_features:
+                onehot = F.one_hot(context[:, 0].long(), self.context_classes).to(flat.dtype)
+                flat = torch.cat([flat, onehot, context[:, 1:].to(flat.dtype)], 1)
+            else:
+                onehot = F.one_hot(context.long(), self.context_classes).to(flat.dtype)
+                flat = torch.cat([flat, onehot.reshape(flat.shape[0], -1)], 1)
         return self.net(flat).reshape(h.shape)
 
 
@@ -95,13 +106,17 @@ class ConvSyntheticGradientModel(nn.Module):
         return self.net(h)
 
 
-def build_sg_model(sg: SGOptions, h_shape: Shape, context_classes: int, context_steps: int = 1) -> nn.Module:
+def build_sg_model(sg: SGOptions, h_shape: Shape, context_classes: int, context_steps: int = 1, context_features: int = 0) -> nn.Module:
     """The SG model a link's `sg` options describe (`model`, `hidden`, `context`, `kernel`).
 
     `model = "conv"` builds a convolutional SG for (C, H, W) activations; on a flat activation
     it means a linear SG (so one `link_defaults` serves a net of conv then dense layers).
     """
     classes = context_classes if sg.context else 0
+    features = context_features if sg.context else 0
+    if features:
+        hidden = list(sg.hidden) if sg.model == "mlp" else []
+        return SyntheticGradientModel(h_shape, hidden, classes, 1, features)
     if sg.model == "conv":
         if len(h_shape) == 3:
             return ConvSyntheticGradientModel(h_shape, list(sg.hidden), classes, sg.kernel)
@@ -228,8 +243,10 @@ class Regressor:
 class HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""
 
-    def __init__(self, sg: SGOptions, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1) -> None:
-        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps), sg.lr or lr)
+    def __init__(
+        self, sg: SGOptions, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1, context_features: int = 0
+    ) -> None:
+        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps, context_features), sg.lr or lr)
         self.math = SGArithmetic(float(sg.scale), float(sg.lam))
 
     def predict(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
@@ -252,7 +269,7 @@ class SenderInterface:
     (the SG model still learns from the targets), `lam = 0` is plain DNI.
     """
 
-    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float, context_features: int = 0) -> None:
         self.link = link
         self.mode = link.mode
         self.hosted: HostedSG | None = None
@@ -260,7 +277,7 @@ class SenderInterface:
         sg = link.sg
         if self.mode.has_sg_model and sg.sender_hosted:
             # Labels reach the sender stacked by its tick (they come from the source, tick 1).
-            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.src_tick)
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.src_tick, context_features)
             self.cache = StepCache(sg.cache)
         self.needs_context = bool(self.hosted and sg.context)
         self.lam = float(sg.lam) if self.hosted is not None else 0.0
@@ -318,7 +335,7 @@ class SenderInterface:
 class ReceiverInterface:
     """The receiver's end of a link: sends gradients back, or answers with a hosted SG model."""
 
-    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float, context_features: int = 0) -> None:
         self.link = link
         self.mode = link.mode
         self.hosted: HostedSG | None = None
@@ -326,7 +343,7 @@ class ReceiverInterface:
         self.answered: StepCache | None = None  # step -> the SG sent back, for `quality`
         self.quality: SGQuality | None = None
         if self.mode.has_sg_model and not sg.sender_hosted:
-            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.dst_tick)
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.dst_tick, context_features)
             self.answered = StepCache(sg.cache)
             self.quality = SGQuality(link.label)
         self.needs_context = bool(self.hosted and sg.context)

@@ -386,7 +386,10 @@ class AgentProcess:
             clear = self._flush()
             want_forward = clear and core.ready and not core.finished
             busy = want_forward and core.is_source
-            readers = [self.control, self.bwd] + ([self.fwd] if want_forward and not core.is_source else [])
+            # An env agent (a source closing a loop) reads its actions whenever they come.
+            loop = getattr(core, "closes_loop", False)
+            reads = loop or (want_forward and not core.is_source)
+            readers = [self.control, self.bwd] + ([self.fwd] if reads else [])
             writers = self.out.writers()
             if trace.enabled and not busy:
                 start = time.monotonic_ns()
@@ -402,7 +405,7 @@ class AgentProcess:
             if busy and self._flush():
                 core.produce()
                 self._queue_outbox()
-            elif self.fwd in readable and core.ready:
+            elif self.fwd in readable and (core.ready or loop):
                 # One forward message per turn: the step it completes may lock the agent.
                 msg = self._receive(self.fwd, self.admission.forward)
                 if msg:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ...protocol.kinds import Kind
 from ...protocol.message import Message
@@ -70,23 +71,41 @@ class ModuleStepper(AgentCore):
         module, out_shapes = agent.build(dict(plan.in_shapes))
         agent.module = module
         module.train()
+        # Evaluation and acting switch the module to eval mode only if that changes anything
+        # (batch norm, dropout): the switch walks every submodule, dearer than a small forward.
+        self._modal = any(
+            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm))
+            or type(m).train is not nn.Module.train
+            for m in module.modules()
+        )
         lr = agent.params.get("lr")
         self.optimizer = make_optimizer(module.parameters(), self.run, lr)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         classes = plan.num_classes
         rate = lr or self.run.lr
+        # A conditioned SG takes class labels (`labels`, cDNI) or, from an env agent, its
+        # rollout rows (`rollout`: the action one-hot, then the other columns as features).
+        self.sg_context = "rollout" if "rollout" in plan.in_shapes else "labels"
+        features = plan.in_shapes["rollout"][-1] - 1 if self.sg_context == "rollout" else 0
         self.senders = {
-            link.index: SenderInterface(link, tuple(out_shapes[link.src_port]), classes, rate)
+            link.index: SenderInterface(link, tuple(out_shapes[link.src_port]), classes, rate, features)
             for link in self.out_links
             if not link.context
         }
         self.receivers = {
-            link.index: ReceiverInterface(link, plan.in_shapes[link.dst_port], classes, rate)
+            link.index: ReceiverInterface(link, plan.in_shapes[link.dst_port], classes, rate, features)
             for link in self.in_links.values()
             if not link.context
         }
         #: the ports a step needs before it runs (data and context)
         self.required = frozenset(self.in_links)
+        #: an acting step (RL, meta "act") is forward only: it needs the data ports alone
+        self.acting_ports = frozenset(p for p, link in self.in_links.items() if not link.context)
+        # Acting steps complete before an earlier training step are held here until it has
+        # run: the env's next action must come from a policy that took every update sent
+        # before it (agents/runtime/env_driver.py).
+        self.held_acting: dict[int, dict] = {}
+        self._lr_frac = 1.0  # the env's learning-rate annealing factor (meta "lr_frac")
         self.pending: dict[int, dict[str, dict[int, tuple[np.ndarray, dict]]]] = {}
         self.in_steps: dict[int, dict[str, list[int]]] = {}  # block step -> each port's message steps
         self.parked: dict[int, _Parked] = {}
@@ -137,8 +156,12 @@ class ModuleStepper(AgentCore):
             self.reject("step")  # a second message for the same step and port
             return
         by_step[msg.step] = (msg.tensors["x"], msg.meta)
-        if len(ports) == len(self.required) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
+        needed = self.acting_ports if "act" in msg.meta else self.required
+        if len(ports) == len(needed) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
             del self.pending[block]
+            if "act" in msg.meta and any(b < block for b in self.pending):
+                self.held_acting[block] = ports
+                return
             if len({array.shape[0] for by in ports.values() for array, _ in by.values()}) > 1:
                 self.reject("shape")  # the ports disagree on the batch: the step cannot run
                 return
@@ -147,6 +170,17 @@ class ModuleStepper(AgentCore):
             for stale in [b for b in self.pending if b < block]:
                 del self.pending[stale]  # a step some input never came for (a peer was down)
                 self.incomplete += 1
+            self.run_step(block, self._join(block, ports))
+            self._release_acting()
+
+    def _release_acting(self) -> None:
+        """Run held acting steps whose earlier training steps have all run."""
+        while self.held_acting:
+            block = min(self.held_acting)
+            if any(b < block for b in self.pending):
+                return
+            ports = self.held_acting.pop(block)
+            self.last_block = max(self.last_block, block)
             self.run_step(block, self._join(block, ports))
 
     def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
@@ -167,12 +201,13 @@ class ModuleStepper(AgentCore):
         return {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p].context}
 
     def run_step(self, step: int, inputs: dict[str, tuple[np.ndarray, dict]]) -> None:
-        """Run the step (training or, by its meta, evaluation) whose inputs are all here."""
-        meta = next(iter(inputs.values()))[1]
+        """Run the step (training or, by its meta, evaluation or acting) whose inputs are all here."""
+        meta = {k: v for _, m in inputs.values() for k, v in m.items()}
         context = self.context_of(inputs)
-        if "eval" in meta:
+        if "eval" in meta or "act" in meta:
             self._eval_step(step, inputs, context, meta)
             return
+        self._lr_frac = float(meta.get("lr_frac", 1.0))
         xs: dict[str, torch.Tensor] = {}
         for port, link in self.in_links.items():
             if link.context:
@@ -190,7 +225,7 @@ class ModuleStepper(AgentCore):
         outputs are then not sent (the real forward sends them later) and those inputs'
         gradients go into `held` instead of upstream.
         """
-        labels = context.get("labels")
+        labels = context.get(self.sg_context)
         trace = self.tracer
         for receiver in self.receivers.values():
             if receiver.hosted is not None:
@@ -218,7 +253,8 @@ class ModuleStepper(AgentCore):
             else:
                 self.running.add("loss", loss.item())
             for key, value in batch_metrics.items():
-                self.running.add(f"train_{key}", value)
+                # CleanRL-style names ("losses/approx_kl") as they are; others as train_KEY.
+                self.running.add(key if "/" in key else f"train_{key}", value)
         grads: dict[str, torch.Tensor] = {}
         waiting: set[int] = set()
         for index, sender in self.senders.items():
@@ -240,8 +276,12 @@ class ModuleStepper(AgentCore):
             self._update(step, xs, outputs, context, loss, grads, synthetic, held)
 
     def send_forward(self, step: int, outputs: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-        """Send each output port's tensor down every link out of that port."""
+        """Send each output port's tensor down every link out of that port; a feedback link
+        (into an env agent) carries acting steps' answers only."""
+        acting = meta is not None and "act" in meta
         for link in self.out_links:
+            if link.feedback and not acting:
+                continue
             self.send(link.dst, FORWARD, Kind.ACT, link.dst_port, step, {"x": to_array(outputs[link.src_port])}, meta)
 
     def send_upstream(self, link: LinkPlan, kind: Kind, step: int, grad: torch.Tensor) -> None:
@@ -258,8 +298,8 @@ class ModuleStepper(AgentCore):
         """`run.lr_decay_at`: the agent's own rate times `lr_decay` per milestone passed.
         SG and synthetic-input models keep their rate, so they go on tracking their targets."""
         passed = sum(1 for milestone in self.run.lr_decay_at if step >= milestone)
-        if passed:
-            factor = self.run.lr_decay ** passed
+        if passed or self._lr_frac != 1.0:
+            factor = self.run.lr_decay**passed * self._lr_frac
             for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
                 group["lr"] = base * factor
 
@@ -287,12 +327,14 @@ class ModuleStepper(AgentCore):
             # independent of every other agent's draws.
             if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
                 self._decay_lr(max(item[0] for item in items))
+                if self.run.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.agent.module.parameters(), self.run.max_grad_norm)
                 with trace.span("optimizer", last):
                     self.optimizer.step()
                 self.updates += 1
             self.optimizer.zero_grad(set_to_none=True)
         for step, xs, _, context, _, _ in items:
-            labels = context.get("labels")
+            labels = context.get(self.sg_context)
             for port, x in xs.items():
                 link = self.in_links[port]
                 receiver = self.receivers[link.index]
@@ -311,16 +353,20 @@ class ModuleStepper(AgentCore):
     def _eval_step(self, step, inputs, context, meta) -> None:
         xs = {p: to_tensor(inputs[p][0]) for p, link in self.in_links.items() if not link.context}
         module = self.agent.module
-        module.eval()
+        if self._modal:
+            module.eval()
         with torch.no_grad(), self.tracer.span("evaluate", step):
             outputs = self.agent.forward(xs)
             outputs = {p: self.guard.check(o, step, "activation", f"port {p}, evaluation") for p, o in outputs.items()}
-            if self.agent.terminal:
+            if "act" in meta:
+                outputs = self.agent.act(outputs)  # a policy head's answer; others pass through
+            elif self.agent.terminal:
                 if meta["eval"] != self.eval_round:  # a new round (or one sent again): fresh sums
                     self.eval_sums, self.eval_round = {}, meta["eval"]
                 for key, value in self.agent.evaluate(outputs, context).items():
                     self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value
-        module.train()
+        if self._modal:
+            module.train()
         self.in_steps.pop(step, None)
         self.send_forward(step, outputs, meta)
         if self.agent.terminal and meta.get("last"):

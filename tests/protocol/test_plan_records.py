@@ -38,7 +38,7 @@ def test_the_wire_form_keeps_its_keys():
     link = wire["out_links"][0]
     assert set(link) == {
         "index", "src", "src_port", "dst", "dst_port", "mode", "sg", "options",
-        "context", "from_source", "src_tick", "dst_tick",
+        "context", "from_source", "src_tick", "dst_tick", "feedback",
     }
     assert link["mode"] == "dni" and link["sg"]["context"] is True and link["options"] == {}
     assert wire["in_shapes"] == {"in": [784], "labels": []}  # cDNI: the labels come as context
