@@ -199,6 +199,19 @@ def _no_data(ax, what: str) -> None:
     ax.set_yticks([])
 
 
+def _finish(ax, title: str, xlabel: str, ylabel: str, drawn: bool, missing: str, **legend) -> None:
+    """Title and label a panel; a legend (with `legend`'s options) and a grid if anything was
+    drawn, else the "no data" note saying what is `missing`."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if drawn:
+        ax.legend(fontsize=8, **legend)
+        ax.grid(alpha=0.3)
+    else:
+        _no_data(ax, missing)
+
+
 def _figure(size: tuple[float, float]) -> Figure:
     # Fixed margins: constrained layout measured every label and took most of a second per
     # figure on a loaded machine; these fit the titles and tick labels drawn here.
@@ -246,14 +259,7 @@ def accuracy_loss_figure(run: RunData) -> Figure:
                     if xs:
                         ax.plot(xs, ys, color=_colour(i), label=f"{kind}{suffix}", **style)
                         drawn = True
-            ax.set_title(what)
-            ax.set_xlabel(X_LABELS[x])
-            ax.set_ylabel(what)
-            if drawn:
-                ax.legend(fontsize=8)
-                ax.grid(alpha=0.3)
-            else:
-                _no_data(ax, f"no {test_key} or {train_key} recorded")
+            _finish(ax, what, X_LABELS[x], what, drawn, f"no {test_key} or {train_key} recorded")
     fig.suptitle(f"{run.title}: accuracy and loss")
     return fig
 
@@ -327,14 +333,7 @@ def throughput_figure(run: RunData) -> Figure:
             "no messages_in_per_s or messages_out_per_s recorded",
         ),
     ):
-        ax.set_title(title)
-        ax.set_xlabel(X_LABELS["wall"])
-        ax.set_ylabel(unit)
-        if drawn:
-            ax.legend(fontsize=8, ncol=2)
-            ax.grid(alpha=0.3)
-        else:
-            _no_data(ax, what)
+        _finish(ax, title, X_LABELS["wall"], unit, drawn, what, ncol=2)
     fig.suptitle(f"{run.title}: throughput")
     return fig
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from .plots import RunData, _colour, _figure, _no_data, _series
+from .plots import RunData, _colour, _figure, _finish, _series
 
 RECENT, MEAN = "charts/episodic_return", "charts/episodic_return_mean"
 X_LABELS = {"step": "environment steps", "wall": "wall time since the first report (s)"}
@@ -52,13 +52,6 @@ def learning_curve_figure(run: RunData, threshold: float | None = None) -> Figur
                 drawn = True
         if threshold is not None and drawn:
             ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
-        ax.set_title("episodic return")
-        ax.set_xlabel(X_LABELS[x])
-        ax.set_ylabel("return")
-        if drawn:
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-        else:
-            _no_data(ax, f"no {MEAN} recorded")
+        _finish(ax, "episodic return", X_LABELS[x], "return", drawn, f"no {MEAN} recorded")
     fig.suptitle(f"{run.label} ({run.mode}): learning curve")
     return fig
