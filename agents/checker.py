@@ -77,27 +77,42 @@ def _plan(cls: type, params: dict, in_shapes: dict, out_shapes: dict, classes: i
     )
 
 
-def _check_in_runtime(cls: type, params: dict, in_shapes: dict, out_shapes: dict, batch_size: int, classes: int) -> None:
+def _check_in_runtime(
+    cls: type, params: dict, in_shapes: dict, out_shapes: dict, batch_size: int, classes: int, context: dict | None = None, acting: bool = False
+) -> None:
     core = build_core(_plan(cls, params, in_shapes, out_shapes, classes), cls("me", copy.deepcopy(params)))
     labels = np.arange(batch_size, dtype=np.int64) % classes
-    # Step 0 trains, step 1 evaluates (every message of a run has its own step).
-    for step, meta in enumerate(({}, {"eval": 0, "last": True, "final": True, "train_steps": 1})):
+    # Step 0 trains, step 1 evaluates, or acts (every message of a run has its own step).
+    second = {"act": 0} if acting else {"eval": 0, "last": True, "final": True, "train_steps": 1}
+    for step, meta in enumerate(({}, second)):
         for port, shape in in_shapes.items():
             arr = np.random.default_rng(0).standard_normal((batch_size, *shape)).astype(np.float32)
             core.on_forward(Message(Kind.ACT, src="up", port=port, step=step, tensors={"x": arr}, meta=meta))
+        if "act" in meta:
+            continue  # an acting step takes no context
         for port in cls.context_inputs:
-            core.on_forward(Message(Kind.CTX, src="data", port=port, step=step, tensors={"x": labels}, meta=meta))
+            given = labels if context is None else context[port]
+            core.on_forward(Message(Kind.CTX, src="data", port=port, step=step, tensors={"x": given}, meta=meta))
     _require(core.steps == 1, "one training step through the runtime did not complete; are all inputs consumed?")
     kinds = [m.kind for _, _, m in core.outbox]
     if cls.inputs:
         _require(Kind.GRAD in kinds, "the runtime sent no gradient upstream: does forward() use its inputs?")
     if not cls.terminal:
         _require(kinds.count(Kind.ACT) == 2 * len(cls.outputs), "each output port must be sent in training and evaluation")
+    elif acting:
+        _require(core.last_block == 1, "the acting step did not run through the runtime")
     else:
         _require(Kind.METRICS in kinds, "a terminal kind must report its evaluation")
 
 
-def check_agent(cls: type, params: dict | None = None, in_shapes: dict | None = None, batch_size: int = 4, classes: int = 10) -> None:
+def check_agent(
+    cls: type,
+    params: dict | None = None,
+    in_shapes: dict | None = None,
+    batch_size: int = 4,
+    classes: int = 10,
+    context: dict | None = None,
+) -> None:
     """Check that an agent kind meets the contract the runtime relies on.
 
     Args:
@@ -106,6 +121,13 @@ def check_agent(cls: type, params: dict | None = None, in_shapes: dict | None = 
         in_shapes: input shapes by port, without the batch dimension (default (8,) each).
         batch_size: the batch size of the test batches.
         classes: the number of classes for label context and terminal kinds.
+        context: arrays by context port, ``[batch_size, ...]``, for a terminal kind whose
+            context is not class labels (a policy head's rollout rows, docs/rl.md).
+
+    A kind that overrides `Agent.act` (a policy head) is checked on its acting answer: `act`
+    of its forward's outputs must give exactly its output ports.  An environment kind (a
+    source that `closes_loop`) is checked by making its environment and reading its spaces;
+    check the environment itself with Gymnasium's `check_env`.
 
     Raises:
         AgentCheckError: with a message that names what to fix.
@@ -114,6 +136,12 @@ def check_agent(cls: type, params: dict | None = None, in_shapes: dict | None = 
     params = dict(params or {})
     missing = [k for k, v in cls.defaults.items() if v is REQUIRED and k not in params]
     _require(not missing, f"pass the required parameters {missing} in params=")
+    if getattr(cls, "closes_loop", False):
+        try:
+            cls("me", params)
+        except ValueError as err:
+            raise AgentCheckError(f"the environment cannot be used: {err}") from None
+        return
     if issubclass(cls, Source):
         _check_source(cls, params, batch_size)
         return
@@ -128,19 +156,28 @@ def check_agent(cls: type, params: dict | None = None, in_shapes: dict | None = 
     agent.module = module
     xs = {p: _batch(s, batch_size).requires_grad_(True) for p, s in in_shapes.items()}
     outputs = agent.forward(xs)
-    _require(isinstance(outputs, dict) and set(outputs) == set(cls.outputs), f"forward() must return a dict with the ports {cls.outputs}")
-    for port, tensor in outputs.items():
-        _require(tuple(tensor.shape) == (batch_size, *out_shapes[port]), f"forward()[{port!r}] has shape {tuple(tensor.shape)}, build() said {(batch_size, *out_shapes[port])}")
+    acting = type(agent).act is not Agent.act
+    answer = agent.act({k: v.detach() for k, v in outputs.items()}) if acting else outputs
+    what = "act(forward())" if acting else "forward()"
+    _require(isinstance(answer, dict) and set(answer) == set(cls.outputs), f"{what} must return a dict with the ports {cls.outputs}")
+    for port, tensor in answer.items():
+        _require(tuple(tensor.shape) == (batch_size, *out_shapes[port]), f"{what}[{port!r}] has shape {tuple(tensor.shape)}, build() said {(batch_size, *out_shapes[port])}")
     if cls.terminal:
-        context = {p: torch.arange(batch_size) % classes for p in cls.context_inputs}
+        if context is None:
+            _require(not acting, "pass context= (arrays by context port) for a policy head")
+            context = {p: torch.arange(batch_size) % classes for p in cls.context_inputs}
+        else:
+            context = {p: torch.as_tensor(a) for p, a in context.items()}
         loss, metrics = agent.loss(outputs, context)
         _require(isinstance(loss, torch.Tensor) and loss.dim() == 0, "loss() must return a scalar tensor first")
         _require(all(isinstance(v, float) for v in metrics.values()), "loss() metrics must be floats")
         loss.backward()
-        sums = agent.evaluate({k: v.detach() for k, v in outputs.items()}, context)
-        _require({"correct", "total"} <= set(sums), "evaluate() must return at least 'correct' and 'total'")
+        if not acting:  # a policy head is judged by its env's returns, not by evaluate()
+            sums = agent.evaluate({k: v.detach() for k, v in outputs.items()}, context)
+            _require({"correct", "total"} <= set(sums), "evaluate() must return at least 'correct' and 'total'")
     else:
         torch.autograd.backward(list(outputs.values()), [torch.ones_like(t) for t in outputs.values()])
     for port, x in xs.items():
         _require(x.grad is not None, f"no gradient reaches input {port!r}: forward() must use it differentiably")
-    _check_in_runtime(cls, params, in_shapes, {p: tuple(s) for p, s in out_shapes.items()}, batch_size, classes)
+    arrays = None if context is None else {p: np.asarray(t) for p, t in context.items()}
+    _check_in_runtime(cls, params, in_shapes, {p: tuple(s) for p, s in out_shapes.items()}, batch_size, classes, arrays, acting)

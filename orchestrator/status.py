@@ -146,7 +146,7 @@ def is_orchestrator(pid: int) -> bool:
 
 # Fields `render` and `stop` read, and the types they need (None allowed: not known yet).
 _TYPES = {"run_id": str, "run_dir": str, "steps": int, "elapsed_s": (int, float), "eta_s": (int, float),
-          "samples_per_s": (int, float), "test_accuracy": (int, float), "updated_at": (int, float),
+          "samples_per_s": (int, float), "test_accuracy": (int, float), "mean_return": (int, float), "updated_at": (int, float),
           "started_at": (int, float), "orchestrator_pid": int, "exit_code": int, "links": dict}
 
 

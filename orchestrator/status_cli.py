@@ -87,6 +87,8 @@ def render(doc: dict, width: int = WIDE):
         head.append(f"{doc['samples_per_s']:,.0f} samples/s")
     if doc.get("test_accuracy") is not None:
         head.append(f"test acc {100 * doc['test_accuracy']:.2f}%")
+    if doc.get("mean_return") is not None:  # a run with an env agent (docs/rl.md)
+        head.append(f"mean return {doc['mean_return']:.1f}")
     if doc.get("exit_code") is not None:
         head.append(f"exit {doc['exit_code']}")
     age = time.time() - doc.get("updated_at", time.time())

@@ -15,6 +15,7 @@ exception an agent reports (ERROR) is not restarted: the same code would raise a
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import time
@@ -505,6 +506,7 @@ class Supervisor:
             samples_per_s=rate * self.plan.samples_per_step if rate else None,
             loss=head.get("loss"),
             test_accuracy=evals[-1]["test_accuracy"] if evals else None,
+            mean_return=_finite_or_none(head.get("charts/episodic_return_mean")),
             restarts=sum(s.restarts for s in self.agents.values()),
             faults=len(self.faults),
             agents={n: agent_row(s, self.plan.agents[n].tick_every) for n, s in self.agents.items()},
@@ -567,4 +569,9 @@ class Supervisor:
             "checkpoints": [{"id": m["id"], "step": m["step"]} for m in self.checkpoints.completed],
             "resumed_from": None if self.resume is None else {"id": self.resume["id"], "step": self.resume["step"]},
         }
+
+
+def _finite_or_none(value):
+    """A number for status.json, or None (not reported yet, or NaN before an episode ended)."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 

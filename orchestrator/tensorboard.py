@@ -122,7 +122,7 @@ class TensorBoardWriter:
             prefix = next((p for p in LINK_KEYS if key.startswith(p)), None)
             if prefix is not None:
                 self._add(f"sg/{tag_safe(key[len(prefix):])}/{LINK_KEYS[prefix]}", value, step, t)
-            elif agent in self.terminal and key not in NAMED and not key.startswith(COUNTERS):
+            elif agent in self.terminal and key not in NAMED and not key.startswith((*COUNTERS, "charts/", "losses/")):
                 self._add(f"charts/{name}/{tag_safe(key)}", value, step, t)
         if agent in self.terminal:
             self._add(self._head("losses/task_loss", agent), metrics.get("loss"), step, t)

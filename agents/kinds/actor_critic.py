@@ -224,9 +224,9 @@ def policy_loss(
             v_loss = 0.5 * ((values - returns) ** 2).mean()
     loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
     stats = {
-        "losses/policy_loss": float(pg_loss),
-        "losses/value_loss": float(v_loss),
-        "losses/entropy": float(entropy),
+        "losses/policy_loss": pg_loss.item(),
+        "losses/value_loss": v_loss.item(),
+        "losses/entropy": entropy.item(),
         "losses/old_approx_kl": float(old_approx_kl),
         "losses/approx_kl": float(approx_kl),
         "losses/clipfrac": float(clipfrac),

@@ -108,3 +108,20 @@ def test_explained_variance():
         1 - np.var(returns) / np.var(returns)
     )
     assert math.isnan(explained_variance(np.zeros(3), np.ones(3)))
+
+
+def test_the_rl_kinds_pass_check_agent():
+    from synthgrad.agents import check_agent
+    from synthgrad.agents.checker import AgentCheckError
+    from synthgrad.agents.kinds.actor_critic import MLP
+    from synthgrad.agents.kinds.env import GymEnv
+
+    check_agent(MLP, {"sizes": [8, 8]}, in_shapes={"in": (4,)})
+    rows = np.stack([np.array([0, 1, 1, 0], np.float32), np.full(4, -0.7, np.float32), np.ones(4, np.float32),
+                     np.ones(4, np.float32), np.zeros(4, np.float32)], 1)  # fmt: skip
+    check_agent(ActorCritic, {"actions": 2}, in_shapes={"actor": (8,), "critic": (8,)}, context={"rollout": rows})
+    with pytest.raises(AgentCheckError, match="context="):
+        check_agent(ActorCritic, {"actions": 2}, in_shapes={"actor": (8,), "critic": (8,)})
+    check_agent(GymEnv, {"env_id": "CartPole-v1"})
+    with pytest.raises(AgentCheckError, match="Discrete"):
+        check_agent(GymEnv, {"env_id": "Pendulum-v1"})

@@ -107,3 +107,20 @@ def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
 
 def test_available_when_installed():
     assert check_available() is None
+
+
+def test_rl_reports_keep_cleanrl_names_against_env_steps(tmp_path):
+    # A run with an env agent (docs/rl.md): the env's charts at its own steps (env steps),
+    # the head's losses at the env steps taken when they came; no SPS made from a batch.
+    writer = TensorBoardWriter(tmp_path, batch_size=1, heads=["env"])
+    writer.record("env", {"steps": 512, "global_step": 512, "charts/episodic_return": 20.0, "charts/SPS": 900.0}, t=T0)
+    writer.record("heads", {"steps": 16, "loss": 0.5, "steps_per_s": 30.0, "losses/approx_kl": 0.01}, t=T0 + 1)
+    writer.record("env", {"steps": 1024, "global_step": 1024, "charts/episodic_return": 40.0, "charts/SPS": 950.0}, t=T0 + 2)
+    writer.record("env", {"eval": 0, "final": True, "train_steps": 32, "charts/episodic_return_mean": 30.0}, t=T0 + 3)
+    writer.close()
+    got = _scalars(tmp_path)
+    assert got["charts/episodic_return"] == [(T0, 512, 20.0), (T0 + 2, 1024, 40.0)]
+    assert got["charts/SPS"] == [(T0, 512, 900.0), (T0 + 2, 1024, 950.0)]
+    assert got["losses/approx_kl"] == [(T0 + 1, 512, pytest.approx(0.01))]
+    assert not [tag for tag in got if "approx_kl" in tag and tag != "losses/approx_kl"]
+
