@@ -193,7 +193,8 @@ class EnvDriver(AgentCore):
 
     def _step_envs(self, group: _Group, policy: np.ndarray) -> None:
         group.buffer.add_policy(group.obs, policy)
-        obs, rewards, terminated, truncated, info = group.envs.step(policy[:, 0].astype(np.int64))
+        with self.tracer.span("env_step", self._next_step):
+            obs, rewards, terminated, truncated, info = group.envs.step(policy[:, 0].astype(np.int64))
         self.steps += len(policy)
         self._record_episodes(info)
         rewards = np.asarray(rewards, dtype=np.float32).copy()
@@ -224,7 +225,8 @@ class EnvDriver(AgentCore):
     # ----------------------------------------------------------------- learning
     def _learn(self) -> None:
         p = self.p
-        parts = [g.buffer.batch(g.next_value, p["gamma"], p["gae_lambda"]) for g in self.groups]
+        with self.tracer.span("gae", self._next_step):
+            parts = [g.buffer.batch(g.next_value, p["gamma"], p["gae_lambda"]) for g in self.groups]
         for g in self.groups:
             g.next_value = None
         obs = np.concatenate([o for o, _ in parts])

@@ -159,11 +159,11 @@ class ModuleStepper(AgentCore):
         needed = self.acting_ports if "act" in msg.meta else self.required
         if len(ports) == len(needed) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
             del self.pending[block]
-            if "act" in msg.meta and any(b < block for b in self.pending):
-                self.held_acting[block] = ports
-                return
             if len({array.shape[0] for by in ports.values() for array, _ in by.values()}) > 1:
                 self.reject("shape")  # the ports disagree on the batch: the step cannot run
+                return
+            if "act" in msg.meta and any(b < block for b in self.pending):
+                self.held_acting[block] = ports
                 return
             self.last_block = block
             self.rejoining = False

@@ -219,3 +219,45 @@ def test_acting_groups_collect_the_same_rollout_size(groups):
     core = build_core(plan.agents["env"])
     rollouts, _ = drive(core, [])
     assert sum(len(m.tensors["x"]) for m in rollouts) == 8 and core.steps == 8
+
+
+def test_a_head_answers_an_acting_step_only_after_the_training_steps_before_it():
+    # The head joins three senders; the acting step of step 6 may complete before the rollout
+    # context of training step 5 arrives.  Its answer must come from the updated policy.
+    plan = plan_run(builder.parse(topology()))
+    heads = build_core(plan.agents["heads"])
+    features = np.ones((2, 8), np.float32)
+    rows = np.array([[0, -0.7, 1.0, 1.0, 0.0], [1, -0.7, -1.0, 0.0, 0.0]], np.float32)
+    for src, port in (("actor", "actor"), ("critic", "critic")):
+        heads.on_forward(
+            Message(kind=Kind.ACT, src=src, port=port, step=5, tensors={"x": features}, meta={})
+        )
+    for src, port in (("actor", "actor"), ("critic", "critic")):
+        heads.on_forward(
+            Message(
+                kind=Kind.ACT,
+                src=src,
+                port=port,
+                step=6,
+                tensors={"x": features[:1]},
+                meta={"act": 0},
+            )
+        )
+    assert not [m for d, _, m in heads.outbox if d == "env"] and heads.steps == 0  # held
+    heads.on_forward(
+        Message(
+            kind=Kind.CTX,
+            src="env",
+            port="rollout",
+            step=5,
+            tensors={"x": rows},
+            meta={"lr_frac": 1.0},
+        )
+    )
+    assert heads.steps == 1 and heads.updates == 1
+    (answer,) = [m for d, _, m in heads.outbox if d == "env"]
+    assert answer.step == 6 and answer.port == "action" and answer.tensors["x"].shape == (1, 3)
+    kinds = [(d, m.kind) for d, _, m in heads.outbox]
+    assert kinds.index(("env", Kind.ACT)) > kinds.index(
+        ("actor", Kind.GRAD)
+    )  # the update came first
