@@ -65,6 +65,11 @@ def load_composed(run_dir: str | Path) -> ComposedNetwork:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     terminals = config["terminals"]
+    if any(link.feedback for plan in config["plans"].values() for link in plan.in_links):
+        raise ValueError(
+            "compose cannot join an RL run's agents yet (its policy would need the env's loop cut open; "
+            "the torsos' and heads' final weights are in RUN_DIR/agents/NAME/final.pt)"
+        )
     if len(terminals) != 1:
         raise ValueError(f"compose needs exactly one terminal agent, the run has {terminals}")
     net = ComposedNetwork(config["plans"], config["order"], config["source"], terminals[0])

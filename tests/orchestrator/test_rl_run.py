@@ -67,6 +67,9 @@ def test_cartpole_ppo_acts_learns_reports_and_stops(tmp_path):
     assert "env steps" in summary["stderr"] or "env step" in summary["stderr"]
     assert not any(alive(a["pid"]) for a in summary["agents"].values())
     assert all(not a["rejected"] for a in summary["agents"].values())
+    # Composing an RL policy is issue 18's: until then a message of ours, not a traceback.
+    proc = run_cli(["compose", str(run_dir), "--out", str(tmp_path / "policy.pt")], cwd=tmp_path)
+    assert proc.returncode != 0 and "RL run" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.timeout(300)
