@@ -20,18 +20,28 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from . import gym_tasks  # noqa: F401  (registers synthgrad/MaskedCartPole-v1 and synthgrad/TMaze-v0)
 from .errors import DatasetUnavailable
 
-VECTORIZATION = ("sync", "async")
+# Gymnasium's "async" runs each env in a subprocess; an agent is a daemonic process, and those
+# may not have children (multiprocessing refuses), so an env agent steps its envs in-process.
+# Parallel acting comes from acting groups and from more env agents' worth of processes.
+VECTORIZATION = ("sync",)
 
 
 class EnvUnavailable(DatasetUnavailable):
-    """An environment id that cannot be made (unknown, a missing extra, bad kwargs)."""
+    """An environment id that cannot be made (unknown, a missing extra, bad kwargs);
+    `param` names the parameter at fault ("env_id" or "env_kwargs")."""
+
+    def __init__(self, message: str, param: str = "env_id") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def _make_error(env_id: str, err: Exception) -> EnvUnavailable:
     hint = ""
     if isinstance(err, gym.error.DependencyNotInstalled) or "box2d" in str(err).lower():
         hint = "; Box2D environments need the extra: pip install 'synthgrad[rl]' (gymnasium[box2d])"
-    return EnvUnavailable(f"cannot make Gymnasium environment {env_id!r}: {err}{hint}")
+    # A constructor refusing a keyword: the env_kwargs are at fault, not the id.
+    param = "env_kwargs" if isinstance(err, TypeError) and "argument" in str(err) else "env_id"
+    return EnvUnavailable(f"cannot make Gymnasium environment {env_id!r}: {err}{hint}", param)
 
 
 def env_spaces(env_id: str, env_kwargs: dict) -> tuple[tuple[int, ...], int]:

@@ -78,8 +78,8 @@ def run_mode(config: dict) -> str:
     """The run's mode from its config.json: "backprop", "dni", "cdni" (dni whose SG model sees
     the labels), "unlocked", "none" (a cut), "mixed: a+b", or "mode unknown".
 
-    Context links (label routes of cDNI) and the source's data links (mode "none": the source
-    learns nothing) say nothing about the mode and are left out.
+    Context links (label routes of cDNI), the source's data links (mode "none": the source
+    learns nothing) and an env agent's action links say nothing about the mode and are left out.
     """
     specs = config.get("specs")
     if not isinstance(specs, dict):
@@ -92,8 +92,8 @@ def run_mode(config: dict) -> str:
             else []
         )
         for link in links:
-            if not isinstance(link, dict) or link.get("context"):
-                continue
+            if not isinstance(link, dict) or link.get("context") or link.get("feedback"):
+                continue  # an env's action link (docs/rl.md) is "none" by design, too
             mode = str(link.get("mode", "?"))
             if mode == "none" and link.get("from_source"):
                 continue

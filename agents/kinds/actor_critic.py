@@ -118,6 +118,13 @@ class ActorCritic(Agent):
             raise ParamError(
                 "algo", f"must be one of {list(ALGORITHMS)}, got {self.params['algo']!r}"
             )
+        for key in ("clip_coef", "ent_coef", "vf_coef"):
+            value = self.params[key]
+            if not value >= 0 or (key == "clip_coef" and value == 0):
+                raise ParamError(
+                    key,
+                    f"must be {'positive' if key == 'clip_coef' else 'at least 0'}, got {value}",
+                )
         if self.params["actions"] < 1:
             raise ParamError(
                 "actions",

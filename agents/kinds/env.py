@@ -28,8 +28,9 @@ class GymEnv(Source):
 
     Parameters: `env_id` (any registered id), `env_kwargs` (passed to `gymnasium.make_vec`),
     `num_envs`, `acting_groups` (the environments act in this many groups, each with its own
-    acting step in flight: agents/runtime/env_driver.py), `vectorization` ("sync" or
-    "async"), `num_steps` (vector steps per rollout),
+    acting step in flight: agents/runtime/env_driver.py), `vectorization` ("sync" only:
+    an agent process may not start Gymnasium's "async" subprocesses), `num_steps` (vector
+    steps per rollout),
     `gamma`, `gae_lambda`, `num_minibatches`, `update_epochs`, `anneal_lr` (linear to 0 over
     the run, CleanRL), `normalize_obs` / `normalize_reward` (Gymnasium's vector wrappers),
     `window` (episodes in `charts/episodic_return_mean`), `stop_return` (end the run once
@@ -92,7 +93,9 @@ class GymEnv(Source):
                 raise ParamError(key, f"must be in [0, 1], got {p[key]}")
         if p["vectorization"] not in VECTORIZATION:
             raise ParamError(
-                "vectorization", f"must be one of {list(VECTORIZATION)}, got {p['vectorization']!r}"
+                "vectorization",
+                f"must be one of {list(VECTORIZATION)}, got {p['vectorization']!r} (an agent is a daemonic process, "
+                "which may not start Gymnasium's async subprocesses; use acting_groups to overlap acting)",
             )
         if p["num_envs"] % p["acting_groups"]:
             raise ParamError(
@@ -106,7 +109,7 @@ class GymEnv(Source):
         try:
             self.obs_shape, self.num_actions = env_spaces(p["env_id"], p["env_kwargs"])
         except (EnvUnavailable, ValueError) as err:
-            raise ParamError("env_id", str(err)) from None
+            raise ParamError(getattr(err, "param", "env_id"), str(err)) from None
 
     @property
     def rollout_size(self) -> int:

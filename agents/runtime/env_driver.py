@@ -44,6 +44,10 @@ from ...protocol.plan import AgentPlan
 from .core import FORWARD, AgentCore
 
 POLICY_COLUMNS = 3  # an answer's row: action, log-probability, value
+# After a peer restarted, the acting steps awaited are sent again this much later: every
+# agent learns of the restart from the same orchestrator heartbeat, but not at the same
+# instant, and a torso that still counts the head as down would drop what it forwards.
+RESEND_GRACE_S = 1.0
 
 
 @dataclass
@@ -59,8 +63,8 @@ class _Group:
 class EnvDriver(AgentCore):
     """Drives an `env` agent (agents/kinds/env.py); see the module docstring.
 
-    `steps` counts environment steps (CleanRL's ``global_step``); `budget` is ``run.steps``.
-    With ``acting_groups = k`` the environments act in k groups, each with its own acting
+    `steps` counts environment steps (CleanRL's ``global_step``); `budget` is ``run.steps``
+    rounded down to whole rollouts.  With ``acting_groups = k`` the environments act in k groups, each with its own acting
     steps in flight (double-buffered sampling, as Sample Factory does): while one group's
     observations travel the chain the env steps another's, so the round trip's latency is
     overlapped.  The data are those of one vector env of `num_envs`: every group acts on the
@@ -74,8 +78,8 @@ class EnvDriver(AgentCore):
         super().__init__(env, plan)
         p = env.params
         self.p = p
-        self.budget = self.run.steps
-        self.iterations = env.iterations(self.budget)
+        self.iterations = env.iterations(self.run.steps)
+        self.budget = self.iterations * env.rollout_size  # whole rollouts: run.steps rounded down
         self.num_envs = p["num_envs"]
         per = self.num_envs // p["acting_groups"]
         self.groups = []
@@ -109,6 +113,8 @@ class EnvDriver(AgentCore):
         self._explained: float | None = None
         self._started: float | None = None
         self.stopped_early = False
+        self._asked_at = time.monotonic()  # when the newest acting step went out
+        self._resend_at: float | None = None  # when the awaited acting steps go out again
 
     # ----------------------------------------------------------------- acting
     def _idle(self) -> list[_Group]:
@@ -127,6 +133,8 @@ class EnvDriver(AgentCore):
         """Whether `produce` has something to send now (False while every group waits)."""
         if self.finished:
             return False
+        if self._resend_due():
+            return True
         if self._minibatches:
             return not self._waiting  # training waits for the rollout's last answers
         return self._next() is not None
@@ -139,11 +147,28 @@ class EnvDriver(AgentCore):
         for link in self.obs_links:
             self.send(link.dst, FORWARD, Kind.ACT, link.dst_port, step, {"x": obs}, meta)
         self._waiting[step] = (group, purpose, obs, extra)
+        self._asked_at = time.monotonic()
+
+    def _resend_due(self) -> bool:
+        """A restart's grace has passed, or an answer is overdue by `run.hang_timeout_s` (a
+        message lost with a peer that restarted before it was seen to)."""
+        if not self._waiting:
+            return False
+        now = time.monotonic()
+        return (
+            self._resend_at is not None and now >= self._resend_at
+        ) or now - self._asked_at > self.run.hang_timeout_s
 
     def produce(self) -> bool:
         """Send the next minibatch, or an idle group's next acting step; False when nothing is due."""
         if not self.ready:
             return False
+        if self._resend_due():
+            self._resend_at = None
+            for step, (group, purpose, obs, extra) in list(self._waiting.items()):
+                del self._waiting[step]
+                self._request(group, purpose, obs, extra)
+            return True
         if self._started is None:
             self._started = time.monotonic()
         if self._minibatches:
@@ -194,7 +219,9 @@ class EnvDriver(AgentCore):
     def _step_envs(self, group: _Group, policy: np.ndarray) -> None:
         group.buffer.add_policy(group.obs, policy)
         with self.tracer.span("env_step", self._next_step):
-            obs, rewards, terminated, truncated, info = group.envs.step(policy[:, 0].astype(np.int64))
+            obs, rewards, terminated, truncated, info = group.envs.step(
+                policy[:, 0].astype(np.int64)
+            )
         self.steps += len(policy)
         self._record_episodes(info)
         rewards = np.asarray(rewards, dtype=np.float32).copy()
@@ -312,10 +339,10 @@ class EnvDriver(AgentCore):
 
     def abandon(self, peer: str) -> int:
         """`peer` restarted: acting steps it had may be lost with it, so those awaited are
-        sent again under new step ids (a late answer to an old one is refused as `step`)."""
-        for step, (group, purpose, obs, extra) in list(self._waiting.items()):
-            del self._waiting[step]
-            self._request(group, purpose, obs, extra)
+        sent again under new step ids, `RESEND_GRACE_S` later (a late answer to an old one
+        is refused as `step`)."""
+        if self._waiting:
+            self._resend_at = time.monotonic() + RESEND_GRACE_S
         return 0
 
     @property
@@ -335,8 +362,10 @@ class EnvDriver(AgentCore):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.steps, self._next_step = int(state["steps"]), int(state["next_step"])
+        self._next_step = int(state["next_step"])
         self.iteration, self.train_steps = int(state["iteration"]), int(state["train_steps"])
+        # The rollout the checkpoint cut into is collected again from its start.
+        self.steps = self.iteration * self.agent.rollout_size
         self.window.extend(float(r) for r in state["window"])
         self.episodes = int(state["episodes"])
         if self.iteration >= self.iterations:

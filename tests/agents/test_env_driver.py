@@ -209,6 +209,9 @@ def test_a_restarted_peer_gets_the_awaited_acting_step_again():
     core.outbox.clear()
     (old,) = core._waiting
     core.abandon("heads")
+    assert not core.outbox and not core.ready  # not at once: the torsos may not know yet
+    core._resend_at -= 2  # the grace has passed
+    assert core.ready and core.produce()
     (new,) = core._waiting
     assert new > old and [m.step for _, _, m in core.outbox] == [new, new]  # to both torsos
 

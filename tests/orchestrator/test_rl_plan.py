@@ -143,3 +143,26 @@ def test_ticks_and_unlocked_links_are_refused_with_an_env():
 def test_env_parameters_out_of_range_name_themselves(param, value, says):
     err = refused(loop(**{param: value}))
     assert err.key == f"agents.env.{param}" and says in str(err)
+
+
+def test_the_rollout_port_takes_only_the_env_rollout():
+    links = loop()["links"]
+    links[4] = builder.link("env.obs", "heads.rollout")
+    err = refused(loop(links=links))
+    assert err.key == "links.4.from" and "rollout rows" in str(err)
+
+
+def test_a_budget_below_one_rollout_is_refused():
+    doc = loop()
+    doc["run"]["steps"] = 63  # one rollout is 4 envs x 16 steps
+    err = refused(doc)
+    assert err.key == "run.steps" and "64" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("clip_coef", -1.0), ("clip_coef", 0.0), ("ent_coef", -0.1), ("vf_coef", float("nan"))],
+)
+def test_loss_coefficients_out_of_range_name_themselves(param, value):
+    err = refused(loop(heads={param: value}))
+    assert err.key == f"agents.heads.{param}"

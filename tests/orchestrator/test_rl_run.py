@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,28 @@ def test_a_bad_env_exits_2_before_any_process_starts(cli, tmp_path):
     assert not list(tmp_path.rglob("config.json"))
     proc = cli("run", str(EXAMPLES / "cartpole_ppo.toml"), "--set", "agents.heads.actions=4")
     assert proc.returncode == 2 and "agents.heads.actions" in proc.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("victim", ["heads", "critic"])
+def test_a_killed_policy_agent_is_restarted_and_the_run_reaches_its_budget(tmp_path, victim):
+    # The env sends the acting steps it awaits again; the restarted agent (and the head, for a
+    # torso) drops the steps its peers' outage left incomplete instead of waiting for them.
+    from .test_faults import _agents, _finish, _start
+
+    proc, run_dir = _start(
+        tmp_path,
+        str(EXAMPLES / "cartpole_ppo.toml"),
+        "--set",
+        "run.steps=12288",
+        "--set",
+        "agents.env.stop_return=0.0",
+    )
+    time.sleep(3)
+    pid = _agents(run_dir)[victim]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    code, out, err = _finish(proc, timeout=240)
+    assert code == 0, err[-3000:]
+    summary = last_json(out)
+    assert summary["steps"] == 12288 and summary["restarts"] == 1
+    assert [f["agent"] for f in summary["faults"]] == [victim]
