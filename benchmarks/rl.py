@@ -2,8 +2,9 @@
 
 For each demo and seed, in one invocation (docs/rl.md, docs/results.md "Reinforcement learning"):
 
-- dni: the demo's topology as it is (actor and critic torsos on DNI links into the heads);
-- cdni: the same with the SG models conditioned on the rollout rows (RL's cDNI);
+- dni: the demo's topology (actor and critic torsos on DNI links into the heads) with plain
+  SG models, which see the torsos' features only;
+- cdni: the demo as it is: the SG models also see the rollout rows (RL's cDNI);
 - locked: the same split with backprop across processes (`link_defaults.mode = backprop`);
 - plain: the same algorithm and network in one process, a loop written the way CleanRL's
   ppo.py is (benchmarks/_rl_plain.py), with the same hyperparameters.
@@ -47,11 +48,11 @@ DEMOS = {
         "threshold": 200.0,
         "budget": 2_000_000,
         "plain": {"num_envs": 16, "num_steps": 1024, "num_minibatches": 256, "update_epochs": 4, "gamma": 0.999,
-                  "gae_lambda": 0.98, "learning_rate": 3e-4, "anneal_lr": False},
+                  "gae_lambda": 0.98, "learning_rate": 3e-4, "anneal_lr": False, "clip_vloss": False},
     },
 }
 ARMS = ("dni", "cdni", "locked", "plain")
-SETS = {"dni": [], "cdni": ["link_defaults.sg.context=true"], "locked": ["link_defaults.mode=backprop"]}
+SETS = {"dni": ["link_defaults.sg.context=false"], "cdni": ["link_defaults.sg.context=true"], "locked": ["link_defaults.mode=backprop"]}
 QUICK_BUDGET = 2048
 
 

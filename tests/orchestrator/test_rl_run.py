@@ -89,7 +89,7 @@ def test_cartpole_ppo_acts_learns_reports_and_stops(tmp_path):
             ["run.steps=2048", "agents.env.num_steps=64", "agents.env.num_minibatches=4"],
         ),
     ],
-    ids=["a2c", "locked", "cdni-groups", "lunarlander"],
+    ids=["a2c", "locked", "dni-groups", "lunarlander"],
 )
 def test_every_demo_and_mode_runs_to_its_budget(tmp_path, example, sets):
     summary = run(tmp_path, example, *sets)
