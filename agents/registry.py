@@ -65,12 +65,7 @@ def known_kinds() -> dict[str, str]:
     """Every kind found by name: kind -> where it comes from."""
     kinds = {name: f"built-in ({path})" for name, path in BUILTIN.items()}
     kinds.update({name: f"entry point ({ep.value})" for name, ep in _entry_points().items()})
-    kinds.update(
-        {
-            name: f"registered ({cls.__module__}.{cls.__qualname__})"
-            for name, cls in _registered.items()
-        }
-    )
+    kinds.update({name: f"registered ({cls.__module__}.{cls.__qualname__})" for name, cls in _registered.items()})
     return dict(sorted(kinds.items()))
 
 

@@ -33,26 +33,13 @@ import numpy as np
 
 from .errors import DatasetUnavailable
 
-__all__ = [
-    "DATASET_NAMES",
-    "IMAGE_SETS",
-    "SPLITS",
-    "TEST_SIZES",
-    "TRAIN_SIZES",
-    "ImageSet",
-    "load_dataset",
-    "read_idx",
-]
+__all__ = ["DATASET_NAMES", "IMAGE_SETS", "SPLITS", "TEST_SIZES", "TRAIN_SIZES", "ImageSet", "load_dataset", "read_idx"]
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "digits")
 SPLITS = ("train", "test", "valid", "train_minus_valid")
 # Shapes and class counts known without loading the data, so a topology can be planned
 # (shapes propagated, SG models sized) in a process that never touches the files.
-IMAGE_SETS = {
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "digits": ((1, 8, 8), 10),
-}
+IMAGE_SETS = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "digits": ((1, 8, 8), 10)}
 # Test-set sizes, known without loading the data, so a plan can refuse an evaluation that
 # would need more held-out digits than there are.
 TEST_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "digits": 359}

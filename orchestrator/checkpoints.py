@@ -104,12 +104,7 @@ class Checkpoints:
         current = self.current
         if current is None or meta["id"] != current.id:
             return None
-        current.files[name] = {
-            "file": Path(meta["file"]).name,
-            "sha256": meta["sha256"],
-            "step": meta["step"],
-            "steps": meta.get("steps", 0),
-        }
+        current.files[name] = {"file": Path(meta["file"]).name, "sha256": meta["sha256"], "step": meta["step"], "steps": meta.get("steps", 0)}
         if isinstance(meta.get("save_s"), (int, float)):
             current.files[name]["save_s"] = round(float(meta["save_s"]), 4)
         out = None
@@ -121,21 +116,11 @@ class Checkpoints:
         return out
 
     def _complete(self, current: Round) -> None:
-        manifest = {
-            "id": current.id,
-            "step": current.step,
-            "created": time.time(),
-            "agents": current.files,
-        }
+        manifest = {"id": current.id, "step": current.step, "created": time.time(), "agents": current.files}
         write_atomic(current.folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         self.completed.append(manifest)
         self.current = None
-        log.info(
-            "checkpoint %d complete at step %d (%d agents)",
-            current.id,
-            current.step,
-            len(current.files),
-        )
+        log.info("checkpoint %d complete at step %d (%d agents)", current.id, current.step, len(current.files))
         complete = [i for i in self._ids() if (self.root / f"{i:06d}" / MANIFEST).exists()]
         for old in complete[: -self.run.checkpoint_keep]:
             shutil.rmtree(self.root / f"{old:06d}", ignore_errors=True)
@@ -170,11 +155,7 @@ class Checkpoints:
         def count(v) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
-        if (
-            not isinstance(manifest, dict)
-            or not count(manifest.get("id"))
-            or not count(manifest.get("step"))
-        ):
+        if not isinstance(manifest, dict) or not count(manifest.get("id")) or not count(manifest.get("step")):
             return "has no integer id and step"
         agents = manifest.get("agents")
         if not isinstance(agents, dict):
@@ -183,13 +164,8 @@ class Checkpoints:
         if missing:
             return f"lacks {missing}"
         for name, entry in agents.items():
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("file"), str)
-                and isinstance(entry.get("sha256"), str)
-                and count(entry.get("step"))
-                and count(entry.get("steps", 0))
-            ):
+            if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                    and count(entry.get("step")) and count(entry.get("steps", 0))):
                 return f"has a bad entry for {name!r}"
         return None
 
@@ -203,19 +179,11 @@ class Checkpoints:
             except FileNotFoundError:
                 continue  # an incomplete round: no manifest
             except (OSError, ValueError) as err:
-                log.warning(
-                    "checkpoint %d is corrupt (its manifest: %s); using the one before it",
-                    ident,
-                    err,
-                )
+                log.warning("checkpoint %d is corrupt (its manifest: %s); using the one before it", ident, err)
                 continue
             malformed = self._malformed(manifest)
             if malformed:
-                log.warning(
-                    "checkpoint %d is corrupt (its manifest %s); using the one before it",
-                    ident,
-                    malformed,
-                )
+                log.warning("checkpoint %d is corrupt (its manifest %s); using the one before it", ident, malformed)
                 continue
             problems = []
             for name, entry in manifest["agents"].items():
@@ -228,11 +196,7 @@ class Checkpoints:
                 except CheckpointError as err:
                     problems.append(str(err))
             if problems:
-                log.warning(
-                    "checkpoint %d is corrupt (%s); using the one before it",
-                    ident,
-                    "; ".join(problems),
-                )
+                log.warning("checkpoint %d is corrupt (%s); using the one before it", ident, "; ".join(problems))
                 continue
             return manifest
         return None

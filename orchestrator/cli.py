@@ -27,18 +27,13 @@ def _print_json(data: dict) -> None:
 
 def _listed(counts: dict[str, dict[str, int]]) -> str:
     """`{"l2": {"shape": 3, "run": 1}}` as `l2: run 1, shape 3` (agents in order, then "; ")."""
-    return "; ".join(
-        f"{n}: " + ", ".join(f"{k} {c}" for k, c in sorted(by.items())) for n, by in counts.items()
-    )
+    return "; ".join(f"{n}: " + ", ".join(f"{k} {c}" for k, c in sorted(by.items())) for n, by in counts.items())
 
 
 def _stopped_early(signum, _frame) -> None:
     """SIGTERM before a supervisor takes over (parsing, planning, start-up): no agent exists
     yet, so the command just says so and exits 143; `finally` blocks still run."""
-    print(
-        f"synthgrad run: stopped by {signal.Signals(signum).name} before the run started",
-        file=sys.stderr,
-    )
+    print(f"synthgrad run: stopped by {signal.Signals(signum).name} before the run started", file=sys.stderr)
     raise SystemExit(128 + signum)
 
 
@@ -63,15 +58,8 @@ def _after_run(run_dir: Path, plan, t0_ns: int, no_plots: bool) -> None:
 
             try:
                 mode = run_mode(json.loads((run_dir / "config.json").read_text()))
-                path = merge_trace(
-                    run_dir, plan.order, t0_ns, {"mode": mode, "run_id": run_dir.name}
-                )
-                print(
-                    f"trace: {path} (open in https://ui.perfetto.dev)"
-                    if path
-                    else "trace: no agent wrote a trace",
-                    file=sys.stderr,
-                )
+                path = merge_trace(run_dir, plan.order, t0_ns, {"mode": mode, "run_id": run_dir.name})
+                print(f"trace: {path} (open in https://ui.perfetto.dev)" if path else "trace: no agent wrote a trace", file=sys.stderr)
             except (OSError, ValueError, KeyError, TypeError) as err:
                 print(f"warning: the trace could not be merged: {err}", file=sys.stderr)
         if not no_plots:
@@ -82,11 +70,8 @@ def _after_run(run_dir: Path, plan, t0_ns: int, no_plots: bool) -> None:
             except Exception as err:  # a plot is a report: the run's results are written already
                 print(f"warning: plots not drawn: {type(err).__name__}: {err}", file=sys.stderr)
     except _Skipped as why:
-        print(
-            f"synthgrad run: {why} while the trace and plots were written: skipped what was left "
-            f"(the results are written; redraw with synthgrad plot {run_dir})",
-            file=sys.stderr,
-        )
+        print(f"synthgrad run: {why} while the trace and plots were written: skipped what was left "
+              f"(the results are written; redraw with synthgrad plot {run_dir})", file=sys.stderr)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -96,16 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     t0_ns = time.monotonic_ns()  # the trace's origin: the same instant as t0
     if (args.file is None) == (args.resume is None):
-        print(
-            "synthgrad run: give a topology file, or --resume RUN_DIR (not both)", file=sys.stderr
-        )
+        print("synthgrad run: give a topology file, or --resume RUN_DIR (not both)", file=sys.stderr)
         return EXIT_CONFIG
     resume = None
-    args.set = [
-        *args.set,
-        *(["run.trace=true"] if args.trace else []),
-        *(["run.tensorboard=true"] if args.tensorboard else []),
-    ]
+    args.set = [*args.set, *(["run.trace=true"] if args.trace else []), *(["run.tensorboard=true"] if args.tensorboard else [])]
     try:
         if args.resume is not None:
             from .resume import prepare_resume
@@ -155,13 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .reports import drop_warnings
     from .rundir import RunDir
     from .supervisor import Interrupted, RunFailed, Supervisor
-
     if resume is not None:
         run_dir = RunDir.reopen(args.resume)
-        print(
-            f"resuming {run_dir.path} from checkpoint {resume['id']} (step {resume['step']})",
-            file=sys.stderr,
-        )
+        print(f"resuming {run_dir.path} from checkpoint {resume['id']} (step {resume['step']})", file=sys.stderr)
         from .trace import set_aside
 
         for moved in set_aside(run_dir.path):  # an earlier session's trace is not this one's
@@ -183,12 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "specs": {name: agent.to_wire() for name, agent in plan.agents.items()},
         },
     )
-    progress = Progress(
-        plan.samples_per_step, enabled=not args.quiet, started_at=t0, env_steps=plan.closed_loop
-    )
-    supervisor = Supervisor(
-        plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume
-    )
+    progress = Progress(plan.samples_per_step, enabled=not args.quiet, started_at=t0, env_steps=plan.closed_loop)
+    supervisor = Supervisor(plan, run_dir, launcher, progress, started_at=t0, keys=keys, resume=resume)
 
     def ended(state: str, code: int, summary: dict) -> int:
         """After every end: summary.json, then status.json says it is over, then the trace
@@ -206,17 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ended("failed", 1, {"error": str(err), **supervisor.summary()})
     except Interrupted as err:
         progress.close()
-        code = ended(
-            "interrupted",
-            128 + err.signum,
-            {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()},
-        )
+        code = ended("interrupted", 128 + err.signum, {"interrupted": signal.Signals(err.signum).name, **supervisor.summary()})
         resumable = any((run_dir.path / "checkpoints").glob("*/manifest.json"))
-        hint = (
-            f" (continue with: synthgrad run --resume {run_dir.path})"
-            if resumable
-            else " (no checkpoint was complete: nothing to resume)"
-        )
+        hint = f" (continue with: synthgrad run --resume {run_dir.path})" if resumable else " (no checkpoint was complete: nothing to resume)"
         print(f"synthgrad run: {err}; all agents stopped{hint}", file=sys.stderr)
         return code
     finally:
@@ -250,23 +213,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rejects:
         print(f"rejected messages (dropped, counted by reason): {_listed(rejects)}")
     for fault in summary["faults"]:
-        back = (
-            f"rejoined after {fault['rejoined_after_s']:.1f} s"
-            if "rejoined_after_s" in fault
-            else "not back"
-        )
-        print(
-            f"fault: {fault['agent']} {fault['cause']} at {fault['t']:.1f} s; {back}",
-            file=sys.stderr,
-        )
+        back = f"rejoined after {fault['rejoined_after_s']:.1f} s" if "rejoined_after_s" in fault else "not back"
+        print(f"fault: {fault['agent']} {fault['cause']} at {fault['t']:.1f} s; {back}", file=sys.stderr)
     for line in drop_warnings(summary["agents"]):
         print(line, file=sys.stderr)
     nonfinite = {n: a["nonfinite"] for n, a in summary["agents"].items() if a.get("nonfinite")}
     if nonfinite:
-        print(
-            f"warning: non-finite values (run.on_nonfinite = {topology.run.on_nonfinite!r}): {_listed(nonfinite)}",
-            file=sys.stderr,
-        )
+        print(f"warning: non-finite values (run.on_nonfinite = {topology.run.on_nonfinite!r}): {_listed(nonfinite)}", file=sys.stderr)
     if args.json:
         _print_json(summary)
     return 0
@@ -280,9 +233,7 @@ def _place_for_run(topology, plan, args) -> dict:
     """
     from .fabric import cpu_plan, place_topology
 
-    placement = place_topology(
-        topology, args.fabric or "wormhole_n150", args.place_method, seconds=2.0
-    )
+    placement = place_topology(topology, args.fabric or "wormhole_n150", args.place_method, seconds=2.0)
     record = placement.as_dict()
     if args.pin:
         cpus = cpu_plan(placement, sorted(os.sched_getaffinity(0)))
@@ -344,78 +295,30 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    run = verbs.add_parser(
-        "run", help="run a topology file", epilog=EXAMPLES["run"], formatter_class=fmt
-    )
+    run = verbs.add_parser("run", help="run a topology file", epilog=EXAMPLES["run"], formatter_class=fmt)
     run.add_argument("file", type=Path, nargs="?", help="topology file (TOML)")
-    run.add_argument(
-        "--resume",
-        type=Path,
-        metavar="RUN_DIR",
-        help="continue a stopped run from its newest checkpoint",
-    )
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key, e.g. run.steps=100",
-    )
-    run.add_argument(
-        "--json", action="store_true", help="print the summary as one JSON object on the last line"
-    )
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its newest checkpoint")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. run.steps=100")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--runs-dir", help="where run directories go (default: run.runs_dir, 'runs')")
-    run.add_argument(
-        "--fabric",
-        metavar="PRESET",
-        help="place the agents on this modelled fabric and record placement.json",
-    )
-    run.add_argument(
-        "--place-method",
-        default="greedy",
-        metavar="M",
-        help="placement method for --fabric (default: greedy)",
-    )
-    run.add_argument(
-        "--pin",
-        action="store_true",
-        help="pin each agent process to a host CPU following the placement",
-    )
-    run.add_argument(
-        "--trace",
-        action="store_true",
-        help="record every agent's spans into RUN_DIR/trace.json (Perfetto; run.trace)",
-    )
-    run.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="write TensorBoard scalars to RUN_DIR/tensorboard (needs synthgrad[tensorboard])",
-    )
-    run.add_argument(
-        "--no-plots", action="store_true", help="do not draw RUN_DIR/plots/*.png at the end"
-    )
+    run.add_argument("--fabric", metavar="PRESET", help="place the agents on this modelled fabric and record placement.json")
+    run.add_argument("--place-method", default="greedy", metavar="M", help="placement method for --fabric (default: greedy)")
+    run.add_argument("--pin", action="store_true", help="pin each agent process to a host CPU following the placement")
+    run.add_argument("--trace", action="store_true", help="record every agent's spans into RUN_DIR/trace.json (Perfetto; run.trace)")
+    run.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to RUN_DIR/tensorboard (needs synthgrad[tensorboard])")
+    run.add_argument("--no-plots", action="store_true", help="do not draw RUN_DIR/plots/*.png at the end")
     run.set_defaults(func=cmd_run)
 
     compose = verbs.add_parser(
-        "compose",
-        help="join a finished run's agents into one torch module",
-        epilog=EXAMPLES["compose"],
-        formatter_class=fmt,
+        "compose", help="join a finished run's agents into one torch module", epilog=EXAMPLES["compose"], formatter_class=fmt
     )
     compose.add_argument("run_dir", type=Path, help="a run directory (runs/NAME-TIME)")
-    compose.add_argument(
-        "--out", type=Path, required=True, help="file to save the exported program to"
-    )
+    compose.add_argument("--out", type=Path, required=True, help="file to save the exported program to")
     compose.add_argument("--json", action="store_true", help="machine-readable output")
     compose.set_defaults(func=cmd_compose)
 
-    agents = verbs.add_parser(
-        "agents",
-        help="list the agent kinds that can be found",
-        epilog=EXAMPLES["agents"],
-        formatter_class=fmt,
-    )
+    agents = verbs.add_parser("agents", help="list the agent kinds that can be found", epilog=EXAMPLES["agents"], formatter_class=fmt)
     agents.add_argument("--json", action="store_true", help="machine-readable output")
     agents.set_defaults(func=cmd_agents)
 

@@ -23,9 +23,7 @@ from ..protocol.plan import AgentPlan
 class ComposedNetwork(nn.Module):
     """Agents' modules wired as in the topology; `forward(x)` returns the terminal's output."""
 
-    def __init__(
-        self, plans: dict[str, AgentPlan], order: list[str], source: str, terminal: str
-    ) -> None:
+    def __init__(self, plans: dict[str, AgentPlan], order: list[str], source: str, terminal: str) -> None:
         super().__init__()
         self.order = [n for n in order if n != source]
         self.source, self.terminal = source, terminal
@@ -40,11 +38,7 @@ class ComposedNetwork(nn.Module):
             agent.module = module
             self.agents[name] = agent
             self.nets[name] = module
-            self.wiring[name] = [
-                (link.dst_port, link.src, link.src_port)
-                for link in plan.in_links
-                if not link.context
-            ]
+            self.wiring[name] = [(link.dst_port, link.src, link.src_port) for link in plan.in_links if not link.context]
             for link in plan.in_links:
                 if link.src == source and not link.context:
                     self.input_port = link.src_port

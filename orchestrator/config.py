@@ -34,9 +34,7 @@ from ..protocol.plan import (
 # `p_update` (sparse updates of the link's receiver, resolved per agent by plan.py).
 LINK_OPTIONS = ("lambda", "p_update")
 LINK_MODES = tuple(mode.value for mode in LinkMode)
-MAX_COUNT = (
-    10**9
-)  # steps, epochs, batch sizes: beyond this a value is a typo, and overflows int64 sums
+MAX_COUNT = 10**9  # steps, epochs, batch sizes: beyond this a value is a typo, and overflows int64 sums
 MAX_NAME = 64  # agent and run names go into file names, ipc paths and ZeroMQ identities
 NAME_PATTERN = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}")
 
@@ -50,16 +48,12 @@ class ConfigError(ValueError):
         super().__init__(f"{where}{key}: {message}" if key else f"{where}{message}")
 
 
-def unknown_key(
-    where: str, key: str, known: list[str] | tuple[str, ...] | set[str], what: str = "key"
-) -> ConfigError:
+def unknown_key(where: str, key: str, known: list[str] | tuple[str, ...] | set[str], what: str = "key") -> ConfigError:
     """The error for a key nobody reads: names it, suggests the nearest known key, lists all."""
     known = sorted(known)
     near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     hint = f"did you mean {near[0]!r}? " if near else ""
-    return ConfigError(
-        f"{where}.{key}" if where else str(key), f"unknown {what}; {hint}known: {known}"
-    )
+    return ConfigError(f"{where}.{key}" if where else str(key), f"unknown {what}; {hint}known: {known}")
 
 
 @dataclass(frozen=True)
@@ -127,14 +121,10 @@ def apply_override(doc: dict, assignment: str) -> None:
         node = _child(node, key, ".".join(keys[: depth + 1]), create=True)
     last = keys[-1]
     if not isinstance(node, (dict, list)):
-        raise ConfigError(
-            ".".join(keys[:-1]), f"is {node!r}, not a table, so it has no key {last!r} to set"
-        )
+        raise ConfigError(".".join(keys[:-1]), f"is {node!r}, not a table, so it has no key {last!r} to set")
     if isinstance(node, list):
         if unset:
-            raise ConfigError(
-                path, "an entry of an array cannot be removed with =null; edit the file"
-            )
+            raise ConfigError(path, "an entry of an array cannot be removed with =null; edit the file")
         node[_index(node, last, path)] = parse_value(value)
         return
     if unset:
@@ -173,9 +163,7 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     except FileNotFoundError:
         raise ConfigError("", f"no such topology file: {path}") from None
     except IsADirectoryError:
-        raise ConfigError(
-            "", f"{path} is a directory; give a topology file (examples/*.toml)"
-        ) from None
+        raise ConfigError("", f"{path} is a directory; give a topology file (examples/*.toml)") from None
     except PermissionError:
         raise ConfigError("", f"cannot read {path}: permission denied") from None
     except UnicodeDecodeError:
@@ -212,30 +200,16 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if (run["steps"] is None) == (run["epochs"] is None):
         raise ConfigError("run.steps", "give exactly one of run.steps or run.epochs")
     for key in ("steps", "epochs", "batch_size", "eval_batch_size", "hwm"):
-        if (
-            run[key] is not None
-            and not 1 <= _expect(run[key], int, f"run.{key}", "an integer") <= MAX_COUNT
-        ):
+        if run[key] is not None and not 1 <= _expect(run[key], int, f"run.{key}", "an integer") <= MAX_COUNT:
             raise ConfigError(f"run.{key}", f"must be in 1..{MAX_COUNT:,}, got {run[key]}")
     if _expect(run["eval_every"], int, "run.eval_every", "an integer") < 0:
         raise ConfigError("run.eval_every", "must be 0 (only at the end) or a number of steps")
     if not 0 <= _expect(run["seed"], int, "run.seed", "an integer") < 2**32:
-        raise ConfigError(
-            "run.seed",
-            f"must be in 0..{2**32 - 1:,} (numpy seeds are unsigned 32-bit), got {run['seed']}",
-        )
+        raise ConfigError("run.seed", f"must be in 0..{2**32 - 1:,} (numpy seeds are unsigned 32-bit), got {run['seed']}")
     _positive_number(run["lr"], "run.lr")
     _positive_number(run["eps"], "run.eps")
-    if (
-        _finite(
-            _expect(run["max_grad_norm"], (int, float), "run.max_grad_norm", "a number"),
-            "run.max_grad_norm",
-        )
-        < 0
-    ):
-        raise ConfigError(
-            "run.max_grad_norm", f"must be 0 (off) or a positive norm, got {run['max_grad_norm']}"
-        )
+    if _finite(_expect(run["max_grad_norm"], (int, float), "run.max_grad_norm", "a number"), "run.max_grad_norm") < 0:
+        raise ConfigError("run.max_grad_norm", f"must be 0 (off) or a positive norm, got {run['max_grad_norm']}")
     for key in ("register_timeout_s", "metrics_every_s"):
         _positive_number(run[key], f"run.{key}")
     _expect(run["runs_dir"], str, "run.runs_dir", "a folder name")
@@ -244,22 +218,15 @@ def _validate_run(given: Any, default_name: str) -> RunSettings:
     if run["name"] is not None:
         _file_name(run["name"], "run.name")
     milestones = _expect(run["lr_decay_at"], list, "run.lr_decay_at", "a list of steps")
-    if any(
-        not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones
-    ) or milestones != sorted(set(milestones)):
-        raise ConfigError(
-            "run.lr_decay_at", f"must be increasing positive step numbers, got {milestones}"
-        )
+    if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        raise ConfigError("run.lr_decay_at", f"must be increasing positive step numbers, got {milestones}")
     decay = _expect(run["lr_decay"], (int, float), "run.lr_decay", "a number")
     if not 0 < decay <= 1:
         raise ConfigError("run.lr_decay", f"must be in (0, 1], got {decay}")
     if run["optimizer"] not in OPTIMIZERS:
         raise ConfigError("run.optimizer", f"must be one of {list(OPTIMIZERS)}")
     if run["on_nonfinite"] not in NONFINITE_POLICIES:
-        raise ConfigError(
-            "run.on_nonfinite",
-            f"must be one of {list(NONFINITE_POLICIES)}, got {run['on_nonfinite']!r}",
-        )
+        raise ConfigError("run.on_nonfinite", f"must be one of {list(NONFINITE_POLICIES)}, got {run['on_nonfinite']!r}")
     _validate_transport(run)
     _validate_faults(run)
     run["name"] = run["name"] or default_name
@@ -271,18 +238,10 @@ def _validate_faults(run: dict) -> None:
     """Heartbeats, hang timeout, restart policy and checkpoints (docs/fault-tolerance.md)."""
     for key in ("heartbeat_s", "hang_timeout_s"):
         _positive_number(run[key], f"run.{key}")
-    if (
-        run["heartbeat_s"] > 5
-    ):  # an agent gives the orchestrator up after 20 s of silence (ORPHAN_S)
-        raise ConfigError(
-            "run.heartbeat_s",
-            f"must be at most 5 s (agents take 20 s of silence for a dead orchestrator), got {run['heartbeat_s']}",
-        )
+    if run["heartbeat_s"] > 5:  # an agent gives the orchestrator up after 20 s of silence (ORPHAN_S)
+        raise ConfigError("run.heartbeat_s", f"must be at most 5 s (agents take 20 s of silence for a dead orchestrator), got {run['heartbeat_s']}")
     if run["hang_timeout_s"] < 1:
-        raise ConfigError(
-            "run.hang_timeout_s",
-            f"must be at least 1 s (shorter, a busy but healthy agent is killed as hung), got {run['hang_timeout_s']}",
-        )
+        raise ConfigError("run.hang_timeout_s", f"must be at least 1 s (shorter, a busy but healthy agent is killed as hung), got {run['hang_timeout_s']}")
     if run["hang_timeout_s"] < 2 * run["heartbeat_s"]:
         raise ConfigError(
             "run.hang_timeout_s",
@@ -293,22 +252,12 @@ def _validate_faults(run: dict) -> None:
         if not 0 <= _expect(run[key], int, f"run.{key}", "an integer") <= MAX_COUNT:
             raise ConfigError(f"run.{key}", f"must be in 0..{MAX_COUNT:,}, got {run[key]}")
     if not 1 <= _expect(run["checkpoint_keep"], int, "run.checkpoint_keep", "an integer") <= 1000:
-        raise ConfigError(
-            "run.checkpoint_keep",
-            f"must be in 1..1000 (checkpoint sets kept), got {run['checkpoint_keep']}",
-        )
+        raise ConfigError("run.checkpoint_keep", f"must be in 1..1000 (checkpoint sets kept), got {run['checkpoint_keep']}")
     for key in ("restart_backoff_s", "checkpoint_every_s"):
-        if _expect(
-            run[key], (int, float), f"run.{key}", "a number of seconds"
-        ) < 0 or not math.isfinite(run[key]):
-            raise ConfigError(
-                f"run.{key}", f"must be a finite number of seconds >= 0, got {run[key]}"
-            )
+        if _expect(run[key], (int, float), f"run.{key}", "a number of seconds") < 0 or not math.isfinite(run[key]):
+            raise ConfigError(f"run.{key}", f"must be a finite number of seconds >= 0, got {run[key]}")
     if run["restart_backoff_s"] > 60:
-        raise ConfigError(
-            "run.restart_backoff_s",
-            f"must be at most 60 s (it doubles with each restart), got {run['restart_backoff_s']}",
-        )
+        raise ConfigError("run.restart_backoff_s", f"must be at most 60 s (it doubles with each restart), got {run['restart_backoff_s']}")
 
 
 def _validate_transport(run: dict) -> None:
@@ -320,20 +269,13 @@ def _validate_transport(run: dict) -> None:
     the key files are private is checked by the CLI before the run starts (orchestrator/keys.py).
     """
     if run["transport"] not in TRANSPORTS:
-        raise ConfigError(
-            "run.transport", f"must be one of {list(TRANSPORTS)}, got {run['transport']!r}"
-        )
+        raise ConfigError("run.transport", f"must be one of {list(TRANSPORTS)}, got {run['transport']!r}")
     try:
         address = ipaddress.ip_address(_expect(run["bind"], str, "run.bind", "an IP address"))
     except ValueError:
-        raise ConfigError(
-            "run.bind",
-            f"must be an IP address of one of this host's interfaces, got {run['bind']!r}",
-        ) from None
+        raise ConfigError("run.bind", f"must be an IP address of one of this host's interfaces, got {run['bind']!r}") from None
     if address.is_unspecified:
-        raise ConfigError(
-            "run.bind", f"{run['bind']!r} binds every interface; name one (peers dial this address)"
-        )
+        raise ConfigError("run.bind", f"{run['bind']!r} binds every interface; name one (peers dial this address)")
     if run["keys"] is not None:
         if run["transport"] != "tcp":
             raise ConfigError("run.keys", "CURVE keys are used only with run.transport = 'tcp'")
@@ -352,14 +294,10 @@ def _validate_sg(given: Any, where: str) -> dict:
     if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
         raise ConfigError(f"{where}.hidden", "every width must be a positive integer")
     if sg["model"] == "linear" and hidden:
-        raise ConfigError(
-            f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp' or 'conv'"
-        )
+        raise ConfigError(f"{where}.hidden", "a linear SG model has no hidden layers; use model = 'mlp' or 'conv'")
     kernel = _expect(sg["kernel"], int, f"{where}.kernel", "an integer")
     if kernel < 1 or kernel % 2 == 0:
-        raise ConfigError(
-            f"{where}.kernel", f"must be a positive odd integer (same-size output), got {kernel}"
-        )
+        raise ConfigError(f"{where}.kernel", f"must be a positive odd integer (same-size output), got {kernel}")
     _probability(sg["lam"], f"{where}.lam")
     widths = _expect(sg["input_hidden"], list, f"{where}.input_hidden", "a list of layer widths")
     if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in widths):
@@ -390,10 +328,7 @@ def _file_name(value: Any, where: str) -> str:
     """A name used in file names and endpoints: plain characters, not too long."""
     _expect(value, str, where, "a string")
     if not NAME_PATTERN.fullmatch(value):
-        raise ConfigError(
-            where,
-            f"must be 1-{MAX_NAME} letters, digits, '-', '_' or '.', not starting with '.', got {value!r}",
-        )
+        raise ConfigError(where, f"must be 1-{MAX_NAME} letters, digits, '-', '_' or '.', not starting with '.', got {value!r}")
     return value
 
 
@@ -418,29 +353,18 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkPlan:
             raise ConfigError(f"{where}.{key}", "is required")
     src, src_port = _endpoint(given.pop("from"), f"{where}.from")
     dst, dst_port = _endpoint(given.pop("to"), f"{where}.to")
-    given_sg_table = {
-        **defaults.get("sg", {}),
-        **_expect(given.pop("sg", {}), dict, f"{where}.sg", "a table"),
-    }
+    given_sg_table = {**defaults.get("sg", {}), **_expect(given.pop("sg", {}), dict, f"{where}.sg", "a table")}
     sg = _validate_sg(given_sg_table, f"{where}.sg")
     mode = given.pop("mode", defaults.get("mode", LinkMode.BACKPROP.value))
     if mode not in LINK_MODES:
-        raise ConfigError(
-            f"{where}.mode", f"{mode!r} is not a link mode; choose one of {list(LINK_MODES)}"
-        )
+        raise ConfigError(f"{where}.mode", f"{mode!r} is not a link mode; choose one of {list(LINK_MODES)}")
     mode = LinkMode(mode)
     options = {k: v for k, v in defaults.items() if k not in ("mode", "sg")}
     options.update(given)
     unknown = sorted(set(options) - set(LINK_OPTIONS))
     if unknown:
         bad = unknown[0]
-        raise unknown_key(
-            where if bad in given else "link_defaults",
-            bad,
-            ["from", "to", "mode", "sg", *LINK_OPTIONS],
-            "link key",
-        )
-
+        raise unknown_key(where if bad in given else "link_defaults", bad, ["from", "to", "mode", "sg", *LINK_OPTIONS], "link key")
     def at(key: str) -> str:  # named where it is written: the link, or link_defaults
         return f"{where}.{key}" if key in given else f"link_defaults.{key}"
 
@@ -451,21 +375,13 @@ def _validate_link(index: int, given: Any, defaults: dict) -> LinkPlan:
         # One place holds lambda: the link option is another spelling of `sg.lam`.
         lam = _probability(options.pop("lambda"), at("lambda"))
         if "lam" in given_sg_table and sg["lam"] != lam:
-            raise ConfigError(
-                f"{where}.lambda", f"contradicts sg.lam = {sg['lam']}; give one of them"
-            )
+            raise ConfigError(f"{where}.lambda", f"contradicts sg.lam = {sg['lam']}; give one of them")
         sg["lam"] = lam
     if mode.has_sg_model and sg["host"] == "receiver":
         if sg["lam"] > 0:
-            raise ConfigError(
-                f"{where}.sg.lam",
-                "BP(lambda) needs the true gradient at the sender; use sg.host = 'sender'",
-            )
+            raise ConfigError(f"{where}.sg.lam", "BP(lambda) needs the true gradient at the sender; use sg.host = 'sender'")
         if mode.has_synthetic_input:
-            raise ConfigError(
-                f"{where}.sg.host",
-                "mode 'unlocked' never waits for an answer; use sg.host = 'sender'",
-            )
+            raise ConfigError(f"{where}.sg.host", "mode 'unlocked' never waits for an answer; use sg.host = 'sender'")
     return LinkPlan(index, src, src_port, dst, dst_port, mode, SGOptions(**sg), p_update)
 
 
@@ -473,21 +389,13 @@ def validate(doc: dict, default_name: str = "run") -> Topology:
     """Validate a parsed topology document (see module docstring) into a `Topology`."""
     unknown = sorted(set(doc) - {"run", "agents", "links", "link_defaults"})
     if unknown:
-        raise unknown_key(
-            "", unknown[0], ["run", "agents", "links", "link_defaults"], "top-level table"
-        )
+        raise unknown_key("", unknown[0], ["run", "agents", "links", "link_defaults"], "top-level table")
     run = _validate_run(doc.get("run", {}), default_name)
     agents: dict[str, AgentSpec] = {}
     for name, table in _expect(doc.get("agents", {}), dict, "agents", "a table of agents").items():
         where = f"agents.{name}"
-        if (
-            not name.replace("_", "").replace("-", "").isalnum()
-            or not name.isascii()
-            or len(name) > MAX_NAME
-        ):
-            raise ConfigError(
-                where, f"agent names use 1-{MAX_NAME} ASCII letters, digits, '-' and '_' only"
-            )
+        if not name.replace("_", "").replace("-", "").isalnum() or not name.isascii() or len(name) > MAX_NAME:
+            raise ConfigError(where, f"agent names use 1-{MAX_NAME} ASCII letters, digits, '-' and '_' only")
         params = dict(_expect(table, dict, where, "a table"))
         kind = params.pop("kind", None)
         if not isinstance(kind, str):
@@ -505,16 +413,12 @@ def validate(doc: dict, default_name: str = "run") -> Topology:
         _validate_sg(defaults["sg"], "link_defaults.sg")
     links = [
         _validate_link(i, table, defaults)
-        for i, table in enumerate(
-            _expect(doc.get("links", []), list, "links", "an array of tables")
-        )
+        for i, table in enumerate(_expect(doc.get("links", []), list, "links", "an array of tables"))
     ]
     for link in links:
         for end, name in (("from", link.src), ("to", link.dst)):
             if name not in agents:
-                raise ConfigError(
-                    f"{link.key}.{end}", f"no agent named {name!r}; agents: {sorted(agents)}"
-                )
+                raise ConfigError(f"{link.key}.{end}", f"no agent named {name!r}; agents: {sorted(agents)}")
         if link.src == link.dst:
             raise ConfigError(f"{link.key}.to", "a link cannot join an agent to itself")
     return Topology(run=run, agents=agents, links=links, raw=doc)

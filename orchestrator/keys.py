@@ -82,9 +82,7 @@ def _private_dir(path: Path) -> None:
     if path.is_dir():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise KeyFileError(
-                f"{path}: key directory is accessible by group or others (mode {mode:04o}). Fix: chmod 700 {path}, or give a new directory"
-            )
+            raise KeyFileError(f"{path}: key directory is accessible by group or others (mode {mode:04o}). Fix: chmod 700 {path}, or give a new directory")
         return
     path.mkdir(mode=0o700, parents=True)
     os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
@@ -101,9 +99,7 @@ def _new_pair(folder: Path, name: str, force: bool) -> list[Path]:
     return [public, secret]
 
 
-def generate(
-    key_dir: str | os.PathLike, names: Iterable[str] = (), force: bool | Iterable[str] = False
-) -> list[Path]:
+def generate(key_dir: str | os.PathLike, names: Iterable[str] = (), force: bool | Iterable[str] = False) -> list[Path]:
     """Write the orchestrator's key pair and one per agent in `names` into `key_dir`.
 
     Directories are made mode 0700, secret files 0600.  A pair that exists is kept, unless
@@ -144,14 +140,10 @@ def load_run_keys(key_dir: str | os.PathLike, names: Iterable[str]) -> RunKeys:
     """
     root = Path(key_dir).expanduser().resolve()  # agents get this path: make it absolute
     if not root.is_dir():
-        raise KeyFileError(
-            f"{root}: no such key directory; create it with `synthgrad keys generate {root} --topology FILE`"
-        )
+        raise KeyFileError(f"{root}: no such key directory; create it with `synthgrad keys generate {root} --topology FILE`")
     public, secret = load_secret(secret_file(root, None))
     if load_public(public_file(root, None)) != public:  # agents read the public file
-        raise KeyFileError(
-            f"{public_file(root, None)}: does not match {secret_file(root, None)}; regenerate with --force orchestrator"
-        )
+        raise KeyFileError(f"{public_file(root, None)}: does not match {secret_file(root, None)}; regenerate with --force orchestrator")
     agents: dict[str, bytes] = {}
     for name in names:
         path = secret_file(root, name)
@@ -163,9 +155,7 @@ def load_run_keys(key_dir: str | os.PathLike, names: Iterable[str]) -> RunKeys:
         check_private(path)
         agents[name] = load_public(public_file(root, name))
         if load_secret(path)[0] != agents[name]:
-            raise KeyFileError(
-                f"{public_file(root, name)}: does not match {path}; regenerate with --force {name}"
-            )
+            raise KeyFileError(f"{public_file(root, name)}: does not match {path}; regenerate with --force {name}")
     return RunKeys(root, CurveKeys(public, secret), agents)
 
 
@@ -174,10 +164,7 @@ def fresh_run_keys(run_dir: Path, names: Iterable[str]) -> RunKeys:
     names = list(names)
     folder = run_dir / "keys"
     generate(folder, names)
-    log.info(
-        "run.transport = 'tcp' with no run.keys: generated fresh CURVE keys for this run in %s",
-        folder,
-    )
+    log.info("run.transport = 'tcp' with no run.keys: generated fresh CURVE keys for this run in %s", folder)
     return load_run_keys(folder, names)
 
 
@@ -211,10 +198,7 @@ EXAMPLES = """examples:
 def add_keys_parser(verbs: argparse._SubParsersAction) -> None:
     """`synthgrad keys generate DIR [NAME ...] [--topology FILE] [--force [NAME ...]] [--json]`."""
     keys = verbs.add_parser(
-        "keys",
-        help="CurveZMQ key pairs for tcp runs",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "keys", help="CurveZMQ key pairs for tcp runs", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     gen = actions.add_parser(
@@ -225,17 +209,9 @@ def add_keys_parser(verbs: argparse._SubParsersAction) -> None:
     )
     gen.add_argument("dir", type=Path, help="key directory (created if absent)")
     gen.add_argument("names", nargs="*", metavar="NAME", help="agent names to make keys for")
+    gen.add_argument("--topology", type=Path, metavar="FILE", help="make keys for every agent of this topology file")
     gen.add_argument(
-        "--topology",
-        type=Path,
-        metavar="FILE",
-        help="make keys for every agent of this topology file",
-    )
-    gen.add_argument(
-        "--force",
-        nargs="*",
-        metavar="NAME",
-        default=None,
+        "--force", nargs="*", metavar="NAME", default=None,
         help="replace existing keys: all of them, or only those named ('orchestrator' for its own)",
     )
     gen.add_argument("--json", action="store_true", help="machine-readable output")
@@ -255,10 +231,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     bad = [n for n in names + list(args.force or ()) if not NAME_PATTERN.fullmatch(n)]
     if bad:
-        print(
-            f"synthgrad keys: {bad[0]!r} is not an agent name (letters, digits, '-', '_', '.')",
-            file=sys.stderr,
-        )
+        print(f"synthgrad keys: {bad[0]!r} is not an agent name (letters, digits, '-', '_', '.')", file=sys.stderr)
         return EXIT_CONFIG
     force: bool | list[str] = False if args.force is None else (args.force or True)
     try:

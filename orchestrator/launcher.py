@@ -33,9 +33,7 @@ PRELOAD = [
 ]
 
 
-def _agent_entry(
-    name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None, parent_pid: int
-) -> None:
+def _agent_entry(name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None, parent_pid: int) -> None:
     # Imported here, not at module level, so the orchestrator need not import the runtime;
     # in the fork server it is already loaded (PRELOAD), so this costs nothing.
     from synthgrad.agents.runtime.process import agent_main
@@ -64,9 +62,7 @@ class Launcher(Protocol):
     """
 
     def warm(self) -> None: ...
-    def start(
-        self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None
-    ) -> AgentHandle: ...
+    def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle: ...
     def close(self) -> None: ...
 
 
@@ -81,18 +77,10 @@ class ForkServerLauncher:
         """Start the fork server now, so its imports overlap with the orchestrator's work."""
         forkserver.ensure_running()
 
-    def start(
-        self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None
-    ) -> AgentHandle:
+    def start(self, name: str, control_endpoint: str, log_path: str | None, keys_dir: str | None = None) -> AgentHandle:
         process = self.context.Process(
             target=_agent_entry,
-            args=(
-                name,
-                control_endpoint,
-                log_path,
-                keys_dir,
-                os.getpid(),
-            ),  # the agent watches this pid
+            args=(name, control_endpoint, log_path, keys_dir, os.getpid()),  # the agent watches this pid
             name=f"synthgrad:{name}",
             daemon=True,
         )

@@ -19,9 +19,7 @@ from ..agents.registry import UnknownKind, resolve_kind
 from ..protocol.plan import AgentPlan, LinkMode, LinkPlan
 from .config import MAX_COUNT, ConfigError, Topology, unknown_key
 
-DATA_PORT = (
-    "data"  # where an unlocked layer takes the source's x (agents/runtime/synthetic_input.py)
-)
+DATA_PORT = "data"  # where an unlocked layer takes the source's x (agents/runtime/synthetic_input.py)
 
 COMMON_PARAMS = ("lr", "p_update")  # accepted by every module kind
 
@@ -59,14 +57,10 @@ def _resolve(topology: Topology) -> dict[str, type]:
         allowed = set(cls.defaults) | (set() if issubclass(cls, Source) else set(COMMON_PARAMS))
         unknown = sorted(set(spec.params) - allowed)
         if unknown:
-            raise unknown_key(
-                f"agents.{name}", unknown[0], allowed, f"parameter of kind {spec.kind!r}"
-            )
+            raise unknown_key(f"agents.{name}", unknown[0], allowed, f"parameter of kind {spec.kind!r}")
         missing = missing_params(cls, spec.params)
         if missing:
-            raise ConfigError(
-                f"agents.{name}.{missing[0]}", f"kind {spec.kind!r} requires this parameter"
-            )
+            raise ConfigError(f"agents.{name}.{missing[0]}", f"kind {spec.kind!r} requires this parameter")
         _check_param_types(f"agents.{name}", cls, spec.params)
     return classes
 
@@ -103,27 +97,17 @@ def _check_param_types(where: str, cls: type, params: dict) -> None:
             raise ConfigError(at, f"must be {what}, got {value!r}")
 
 
-def _link_plan(
-    link: LinkPlan, classes: dict[str, type], context: bool, ticks: dict[str, int]
-) -> LinkPlan:
+def _link_plan(link: LinkPlan, classes: dict[str, type], context: bool, ticks: dict[str, int]) -> LinkPlan:
     src_cls, dst_cls = classes[link.src], classes[link.dst]
     src_port = link.src_port or src_cls.outputs[0]
     if not link.dst_port and not (dst_cls.inputs or dst_cls.context_inputs):
-        raise ConfigError(
-            f"{link.key}.to",
-            f"{link.dst!r} ({dst_cls.kind or dst_cls.__name__}) takes no input; a data source only sends",
-        )
+        raise ConfigError(f"{link.key}.to", f"{link.dst!r} ({dst_cls.kind or dst_cls.__name__}) takes no input; a data source only sends")
     dst_port = link.dst_port or (dst_cls.inputs or dst_cls.context_inputs)[0]
     if src_port not in src_cls.outputs:
-        raise ConfigError(
-            f"{link.key}.from",
-            f"{link.src!r} has no output port {src_port!r}; ports: {list(src_cls.outputs)}",
-        )
+        raise ConfigError(f"{link.key}.from", f"{link.src!r} has no output port {src_port!r}; ports: {list(src_cls.outputs)}")
     if dst_port not in (*dst_cls.inputs, *dst_cls.context_inputs) and not context:
         ports = [*dst_cls.inputs, *dst_cls.context_inputs]
-        raise ConfigError(
-            f"{link.key}.to", f"{link.dst!r} has no input port {dst_port!r}; ports: {ports}"
-        )
+        raise ConfigError(f"{link.key}.to", f"{link.dst!r} has no input port {dst_port!r}; ports: {ports}")
     is_context = context or dst_port in dst_cls.context_inputs
     from_source = issubclass(src_cls, Source)
     feedback = getattr(dst_cls, "closes_loop", False)  # into an env agent: actions, no gradient
@@ -174,10 +158,7 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[L
     if slowest == 1:
         return
     if ticks[source] != 1:
-        raise ConfigError(
-            f"agents.{source}.tick_every",
-            "a data source emits on every step; give the agents it feeds a tick instead",
-        )
+        raise ConfigError(f"agents.{source}.tick_every", "a data source emits on every step; give the agents it feeds a tick instead")
     for link in links:
         src, dst = ticks[link.src], ticks[link.dst]
         if dst % src:
@@ -188,24 +169,14 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[L
             )
         if link.mode.has_synthetic_input and dst != 1:
             # Its schedule (agents/runtime/synthetic_input.py) walks every step id in order.
-            raise ConfigError(
-                f"{link.key}.mode", "'unlocked' is not available for a receiver with tick_every > 1"
-            )
+            raise ConfigError(f"{link.key}.mode", "'unlocked' is not available for a receiver with tick_every > 1")
     run = topology.run
     if run.epochs is not None:
-        raise ConfigError(
-            "run.epochs", f"with tick_every > 1 give run.steps (a multiple of {slowest}) instead"
-        )
+        raise ConfigError("run.epochs", f"with tick_every > 1 give run.steps (a multiple of {slowest}) instead")
     if run.steps % slowest:
-        raise ConfigError(
-            "run.steps",
-            f"must be a multiple of {slowest} (the ticks' least common multiple), so every agent finishes its last block",
-        )
+        raise ConfigError("run.steps", f"must be a multiple of {slowest} (the ticks' least common multiple), so every agent finishes its last block")
     if run.eval_every % slowest:
-        raise ConfigError(
-            "run.eval_every",
-            f"must be a multiple of {slowest} (the ticks' least common multiple), so evaluations start on a block",
-        )
+        raise ConfigError("run.eval_every", f"must be a multiple of {slowest} (the ticks' least common multiple), so evaluations start on a block")
     eval_steps = getattr(instances[source], "eval_steps", None)
     if eval_steps is None:
         raise ConfigError(
@@ -215,14 +186,9 @@ def _check_ticks(topology: Topology, instances: dict, source: str, links: list[L
     try:
         count = eval_steps(run.eval_batch_size)
     except ValueError as err:
-        raise ConfigError(
-            f"agents.{source}.{getattr(err, 'param', 'eval_steps')}", str(err)
-        ) from None
+        raise ConfigError(f"agents.{source}.{getattr(err, 'param', 'eval_steps')}", str(err)) from None
     if count % slowest:
-        raise ConfigError(
-            f"agents.{source}.eval_steps",
-            f"an evaluation takes {count} steps, not a multiple of {slowest} (the ticks' least common multiple)",
-        )
+        raise ConfigError(f"agents.{source}.eval_steps", f"an evaluation takes {count} steps, not a multiple of {slowest} (the ticks' least common multiple)")
     # A message that covers several steps cannot be split at an episode boundary.
     episode = getattr(instances[source], "episode_length", None)
     for link in links:
@@ -241,20 +207,11 @@ def _refuse_waiting_unlocked(links: list[LinkPlan]) -> None:
     for link in links:
         if link.src in unlocked and not link.context:
             if link.mode.locked:
-                raise ConfigError(
-                    f"{link.key}.mode",
-                    f"{link.src!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'",
-                )
+                raise ConfigError(f"{link.key}.mode", f"{link.src!r} has an unlocked input, so its outputs cannot be locked; use 'dni' or 'unlocked'")
             if link.mode.has_sg_model and link.sg.lam > 0:
-                raise ConfigError(
-                    f"{link.key}.sg.lam",
-                    f"{link.src!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)",
-                )
+                raise ConfigError(f"{link.key}.sg.lam", f"{link.src!r} has an unlocked input, so it cannot wait for true gradients (lambda > 0)")
             if link.mode.has_sg_model and not link.sg.sender_hosted:
-                raise ConfigError(
-                    f"{link.key}.sg.host",
-                    f"{link.src!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'",
-                )
+                raise ConfigError(f"{link.key}.sg.host", f"{link.src!r} has an unlocked input, so it cannot wait for a receiver's synthetic gradient; use sg.host = 'sender'")
 
 
 def _check_label_links(links: list[LinkPlan], classes: dict[str, type], source: str) -> None:
@@ -267,15 +224,9 @@ def _check_label_links(links: list[LinkPlan], classes: dict[str, type], source: 
     for link in links:
         from_labels = link.src == source and link.src_port == label_port
         if link.dst_port == port and not from_labels:
-            raise ConfigError(
-                f"{link.key}.from",
-                f"port {link.dst}.{port} takes {what}, from {source}.{label_port}; got {link.src}.{link.src_port}",
-            )
+            raise ConfigError(f"{link.key}.from", f"port {link.dst}.{port} takes {what}, from {source}.{label_port}; got {link.src}.{link.src_port}")
         if from_labels and not link.context:
-            raise ConfigError(
-                f"{link.key}.to",
-                f"{source}.{label_port} sends {what}; they go to a context port such as {link.dst}.{port}, not to {link.dst}.{link.dst_port}",
-            )
+            raise ConfigError(f"{link.key}.to", f"{source}.{label_port} sends {what}; they go to a context port such as {link.dst}.{port}, not to {link.dst}.{link.dst_port}")
 
 
 def _check_classes(topology: Topology, instances: dict, source: str, links: list[LinkPlan]) -> None:
@@ -283,17 +234,8 @@ def _check_classes(topology: Topology, instances: dict, source: str, links: list
     label_port = type(instances[source]).label_port
     have = instances[source].num_classes
     for link in links:
-        classes = (
-            instances[link.dst].params.get("classes")
-            if link.src == source and link.src_port == label_port
-            else None
-        )
-        if (
-            isinstance(classes, int)
-            and not isinstance(classes, bool)
-            and link.dst_port == "labels"
-            and classes < have
-        ):
+        classes = instances[link.dst].params.get("classes") if link.src == source and link.src_port == label_port else None
+        if isinstance(classes, int) and not isinstance(classes, bool) and link.dst_port == "labels" and classes < have:
             raise ConfigError(
                 f"agents.{link.dst}.classes",
                 f"is {classes}, but {source!r} ({topology.agents[source].kind}) has {have} classes; give classes = {have}",
@@ -305,9 +247,7 @@ def _p_update(name: str, agent_params: dict, in_links: list[LinkPlan]) -> float 
     if agent_params.get("p_update") is not None:
         value = agent_params["p_update"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(
-                f"agents.{name}.p_update", f"must be a number in [0, 1], got {value!r}"
-            )
+            raise ConfigError(f"agents.{name}.p_update", f"must be a number in [0, 1], got {value!r}")
         return float(value)
     found = None
     for link in in_links:
@@ -315,10 +255,7 @@ def _p_update(name: str, agent_params: dict, in_links: list[LinkPlan]) -> float 
             continue
         value = float(link.p_update)
         if found is not None and value != found:
-            raise ConfigError(
-                f"{link.key}.p_update",
-                f"{name!r} already updates with p_update = {found} from another link",
-            )
+            raise ConfigError(f"{link.key}.p_update", f"{name!r} already updates with p_update = {found} from another link")
         found = value
     return found
 
@@ -328,9 +265,7 @@ def plan_run(topology: Topology) -> RunPlan:
     classes = _resolve(topology)
     sources = [n for n, c in classes.items() if issubclass(c, Source)]
     if len(sources) != 1:
-        raise ConfigError(
-            "agents", f"a topology needs exactly one data source, found {sources or 'none'}"
-        )
+        raise ConfigError("agents", f"a topology needs exactly one data source, found {sources or 'none'}")
     source = sources[0]
     instances = {}
     for n in topology.agents:
@@ -341,20 +276,14 @@ def plan_run(topology: Topology) -> RunPlan:
             raise ConfigError(key, str(err)) from None
     size = instances[source].train_size
     if size is not None and topology.run.batch_size > size:
-        raise ConfigError(
-            "run.batch_size",
-            f"is {topology.run.batch_size}, larger than {source!r}'s training set ({size:,} examples)",
-        )
+        raise ConfigError("run.batch_size", f"is {topology.run.batch_size}, larger than {source!r}'s training set ({size:,} examples)")
     ticks = {n: spec.tick_every for n, spec in topology.agents.items()}
     links = [_link_plan(link, classes, False, ticks) for link in topology.links]
     seen_inputs: dict[tuple[str, str], str] = {}
     for link in links:
         key = (link.dst, link.dst_port)
         if key in seen_inputs:
-            raise ConfigError(
-                f"{link.key}.to",
-                f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}",
-            )
+            raise ConfigError(f"{link.key}.to", f"input port {key[0]}.{key[1]} is already fed by {seen_inputs[key]}")
         seen_inputs[key] = link.key
     # cDNI: whoever hosts a label-conditioned SG model needs the labels as context (from an
     # env agent: its rollout rows, on port `rollout`).
@@ -364,18 +293,14 @@ def plan_run(topology: Topology) -> RunPlan:
         if link.mode.has_sg_model and link.sg.context:
             host = link.src if link.sg.sender_hosted else link.dst
             if (host, context_port) not in seen_inputs:
-                implicit = LinkPlan(
-                    len(links), source, label_port, host, context_port, LinkMode.NONE, link.sg
-                )
+                implicit = LinkPlan(len(links), source, label_port, host, context_port, LinkMode.NONE, link.sg)
                 links.append(_link_plan(implicit, classes, True, ticks))
                 seen_inputs[(host, context_port)] = f"{context_port} for {link.label}"
     # Complete unlock: a layer on an unlocked link predicts its input from the data x.
     data_port = getattr(classes[source], "data_port", classes[source].outputs[0])
     for link in list(links):
         if link.mode.has_synthetic_input and (link.dst, DATA_PORT) not in seen_inputs:
-            implicit = LinkPlan(
-                len(links), source, data_port, link.dst, DATA_PORT, LinkMode.NONE, link.sg
-            )
+            implicit = LinkPlan(len(links), source, data_port, link.dst, DATA_PORT, LinkMode.NONE, link.sg)
             links.append(_link_plan(implicit, classes, True, ticks))
             seen_inputs[(link.dst, DATA_PORT)] = f"data for {link.label}"
     _check_label_links(links, classes, source)
@@ -387,14 +312,7 @@ def plan_run(topology: Topology) -> RunPlan:
         run = _plan_closed_loop(topology, instances, source, links)
     _check_ticks(topology, instances, source, links)
     order = _order(topology, links)
-    plan = RunPlan(
-        topology=topology,
-        classes=classes,
-        source=source,
-        order=order,
-        samples_per_step=1 if closed else run.batch_size,
-        closed_loop=closed,
-    )
+    plan = RunPlan(topology=topology, classes=classes, source=source, order=order, samples_per_step=1 if closed else run.batch_size, closed_loop=closed)
     out_shapes: dict[str, dict] = {source: instances[source].output_shapes()}
     num_classes = instances[source].num_classes
     for name in order:
@@ -403,28 +321,21 @@ def plan_run(topology: Topology) -> RunPlan:
         # A port that takes several messages per block sees them stacked on a new dimension.
         # (A feedback link's sender comes later in the order: `_plan_feedback` adds its shape.)
         in_shapes = {
-            link.dst_port: ((n,) if (n := link.messages_per_block) > 1 else ())
-            + tuple(out_shapes[link.src][link.src_port])
+            link.dst_port: ((n,) if (n := link.messages_per_block) > 1 else ()) + tuple(out_shapes[link.src][link.src_port])
             for link in in_links
             if not link.feedback
         }
         agent = instances[name]
         if not issubclass(classes[name], Source):
             # A terminal's context (labels, targets, masks) feeds its loss: it is required too.
-            required = classes[name].inputs + (
-                classes[name].context_inputs if classes[name].terminal else ()
-            )
+            required = classes[name].inputs + (classes[name].context_inputs if classes[name].terminal else ())
             for port in required:
                 if port not in in_shapes:
                     raise ConfigError("links", f"input port {name}.{port} is not fed by any link")
             try:
                 _, shapes = agent.build(dict(in_shapes))
             except (ValueError, KeyError, RuntimeError) as err:
-                key = (
-                    f"agents.{name}.{err.param}"
-                    if getattr(err, "param", None)
-                    else f"agents.{name}"
-                )
+                key = f"agents.{name}.{err.param}" if getattr(err, "param", None) else f"agents.{name}"
                 raise ConfigError(key, f"cannot build its module: {err}") from None
             out_shapes[name] = shapes
             if classes[name].terminal and not closed:
@@ -465,22 +376,13 @@ def _plan_closed_loop(topology: Topology, instances: dict, env: str, links: list
         )
     feedback = [link for link in links if link.feedback]
     if not feedback:
-        raise ConfigError(
-            "links",
-            f"input port {env}.action is not fed by any link; link the policy head's action port to it",
-        )
+        raise ConfigError("links", f"input port {env}.action is not fed by any link; link the policy head's action port to it")
     for link in links:
         if link.mode.has_synthetic_input:
-            raise ConfigError(
-                f"{link.key}.mode",
-                "'unlocked' is not available in a run with an env agent; use 'dni'",
-            )
+            raise ConfigError(f"{link.key}.mode", "'unlocked' is not available in a run with an env agent; use 'dni'")
     for name, spec in topology.agents.items():
         if spec.tick_every != 1:
-            raise ConfigError(
-                f"agents.{name}.tick_every",
-                "ticks are not available in a run with an env agent (every agent acts on every env step)",
-            )
+            raise ConfigError(f"agents.{name}.tick_every", "ticks are not available in a run with an env agent (every agent acts on every env step)")
     actions = instances[env].num_actions
     for link in feedback:
         if link.src == env:
@@ -493,16 +395,9 @@ def _plan_closed_loop(topology: Topology, instances: dict, env: str, links: list
             agent.params["actions"] = actions
         elif given != actions:
             env_id = instances[env].params["env_id"]
-            raise ConfigError(
-                f"agents.{name}.actions",
-                f"is {given}, but {env_id}'s action space has {actions} actions; give actions = {actions} or leave it out",
-            )
+            raise ConfigError(f"agents.{name}.actions", f"is {given}, but {env_id}'s action space has {actions} actions; give actions = {actions} or leave it out")
     env_agent = instances[env]
-    return dataclasses.replace(
-        topology.run,
-        batch_size=env_agent.minibatch_size,
-        eval_batch_size=env_agent.params["num_envs"],
-    )
+    return dataclasses.replace(topology.run, batch_size=env_agent.minibatch_size, eval_batch_size=env_agent.params["num_envs"])
 
 
 def _plan_feedback(plan: RunPlan, links: list[LinkPlan], out_shapes: dict) -> None:

@@ -46,9 +46,7 @@ class Progress:
 
     def _line(self, budget: int) -> str:
         v = self.values
-        parts = [
-            f"{'env step' if self.env_steps else 'step'} {int(v.get('steps', 0))}/{budget or '?'}"
-        ]
+        parts = [f"{'env step' if self.env_steps else 'step'} {int(v.get('steps', 0))}/{budget or '?'}"]
         if "return" in v:
             parts.append(f"return {v['return']:.1f}")
         if "loss" in v:
@@ -58,17 +56,13 @@ class Progress:
         if "test_accuracy" in v:
             parts.append(f"test acc {100 * v['test_accuracy']:.2f}%")
         if "steps_per_s" in v:
-            parts.append(
-                f"{v['steps_per_s'] * self.batch_size:,.0f} {'SPS' if self.env_steps else 'samples/s'}"
-            )
+            parts.append(f"{v['steps_per_s'] * self.batch_size:,.0f} {'SPS' if self.env_steps else 'samples/s'}")
         parts.append(f"elapsed {clock(time.monotonic() - self.started_at)}")
         rate, left = v.get("steps_per_s", 0.0), budget - v.get("steps", 0)
         if budget and rate > 0 and left > 0:
             parts.append(f"ETA {clock(left / rate)}")
         if self._late:
-            parts.append(
-                "late: " + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(self._late.items()))
-            )
+            parts.append("late: " + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(self._late.items())))
         return " | ".join(parts)
 
     def late(self, agents: dict[str, float]) -> None:
@@ -83,17 +77,10 @@ class Progress:
         for key in ("loss", "train_accuracy", "test_accuracy"):
             if key in metrics:
                 self.values[key] = metrics[key]
-        if (
-            "steps_per_s" in metrics and ("global_step" if self.env_steps else "loss") in metrics
-        ):  # the head's rate, or the env's
+        if "steps_per_s" in metrics and ("global_step" if self.env_steps else "loss") in metrics:  # the head's rate, or the env's
             self.values["steps_per_s"] = metrics["steps_per_s"]
-        if (
-            "charts/episodic_return_mean" in metrics
-            and metrics["charts/episodic_return_mean"] == metrics["charts/episodic_return_mean"]
-        ):
-            self.values["return"] = metrics[
-                "charts/episodic_return_mean"
-            ]  # not NaN: an episode has ended
+        if "charts/episodic_return_mean" in metrics and metrics["charts/episodic_return_mean"] == metrics["charts/episodic_return_mean"]:
+            self.values["return"] = metrics["charts/episodic_return_mean"]  # not NaN: an episode has ended
         if "steps" in metrics:
             self.values["steps"] = max(self.values.get("steps", 0), metrics["steps"])
         if "eval" in metrics and not self.env_steps:

@@ -24,35 +24,10 @@ from ..protocol.kinds import Kind
 
 CONTROL_REASONS = ("decode", "stranger", "key", "run", "report")
 # Counts the supervisor and the progress line do arithmetic on.
-COUNTS = (
-    "steps",
-    "train_steps",
-    "budget",
-    "eval",
-    "pid",
-    "queued",
-    "held",
-    "parked",
-    "clock",
-    "clock_ns",
-)
+COUNTS = ("steps", "train_steps", "budget", "eval", "pid", "queued", "held", "parked", "clock", "clock_ns")
 # Numbers the progress line, status.json and the plots read; may be non-finite (a diverged run).
-NUMBERS = (
-    "loss",
-    "train_accuracy",
-    "test_accuracy",
-    "steps_per_s",
-    "messages_in_per_s",
-    "messages_out_per_s",
-)
-NUMBER_PREFIXES = (
-    "sg_loss.",
-    "sg_cosine.",
-    "sg_norm_ratio.",
-    "sg_staleness.",
-    "charts/",
-    "losses/",
-)  # per link: src->dst; RL (CleanRL's names)
+NUMBERS = ("loss", "train_accuracy", "test_accuracy", "steps_per_s", "messages_in_per_s", "messages_out_per_s")
+NUMBER_PREFIXES = ("sg_loss.", "sg_cosine.", "sg_norm_ratio.", "sg_staleness.", "charts/", "losses/")  # per link: src->dst; RL (CleanRL's names)
 FLAGS = ("final", "final_report", "last")
 # Columns of a metrics.jsonl line that the orchestrator writes itself (rundir.RunDir.record).
 RESERVED = ("t", "agent", "step")
@@ -117,7 +92,7 @@ def _check_checkpoint(meta: dict) -> str | None:
 def counters(metrics: dict, prefix: str) -> dict[str, int]:
     """The counters under `prefix` ("rejected.", "dropped.", "nonfinite.") of a report,
     without the prefix: ``{"shape": 3}``."""
-    return {k[len(prefix) :]: int(v) for k, v in metrics.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: int(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
 def drop_warnings(agents: dict[str, dict]) -> list[str]:

@@ -100,11 +100,7 @@ class AgentRecord:
     def summary(self) -> dict:
         """summary.json's entry for this agent; the counters as of its last metrics report."""
         return {
-            "pid": self.pid,
-            "host": self.host,
-            "steps": self.steps,
-            "state": self.state.value,
-            "restarts": self.restarts,
+            "pid": self.pid, "host": self.host, "steps": self.steps, "state": self.state.value, "restarts": self.restarts,
             "downtime_s": round(self.downtime_s, 3),
             **{prefix[:-1]: self.counters(prefix) for prefix in COUNTERS},
         }
@@ -130,4 +126,4 @@ class RestartPolicy:
 
     def delay_s(self, record: AgentRecord) -> float:
         """Seconds before the next restart: backoff doubling with each one already made."""
-        return self.run.restart_backoff_s * 2**record.restarts
+        return self.run.restart_backoff_s * 2 ** record.restarts

@@ -19,24 +19,12 @@ from pathlib import Path
 from .checkpoints import Checkpoints
 from .config import ConfigError, Topology, load_topology
 
-SAFE = frozenset(
-    {
-        "run.steps",
-        "run.epochs",
-        "run.eval_every",
-        "run.metrics_every_s",
-        "run.register_timeout_s",
-        "run.heartbeat_s",
-        "run.hang_timeout_s",
-        "run.max_restarts",
-        "run.restart_backoff_s",
-        "run.checkpoint_every",
-        "run.checkpoint_every_s",
-        "run.checkpoint_keep",
-        "run.trace",
-        "run.tensorboard",  # what is recorded, not what is learnt
-    }
-)
+SAFE = frozenset({
+    "run.steps", "run.epochs", "run.eval_every", "run.metrics_every_s", "run.register_timeout_s",
+    "run.heartbeat_s", "run.hang_timeout_s", "run.max_restarts", "run.restart_backoff_s",
+    "run.checkpoint_every", "run.checkpoint_every_s", "run.checkpoint_keep",
+    "run.trace", "run.tensorboard",  # what is recorded, not what is learnt
+})
 
 
 def _key(assignment: str) -> str:
@@ -55,15 +43,11 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Topology, dict,
         config = json.loads((run_dir / "config.json").read_text())
         name, order, source = config["run"]["name"], list(config["order"]), str(config["source"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(
-            "--resume",
-            f"{run_dir} is not a run directory (no readable config.json with run.name, order and source)",
-        ) from None
+        raise ConfigError("--resume", f"{run_dir} is not a run directory (no readable config.json with run.name, order and source)") from None
     for assignment in overrides:
         if _key(assignment) not in SAFE:
             raise ConfigError(
-                _key(assignment),
-                f"cannot change on --resume (the checkpoints were made under it); safe keys: {sorted(SAFE)}",
+                _key(assignment), f"cannot change on --resume (the checkpoints were made under it); safe keys: {sorted(SAFE)}"
             )
     given = {_key(a) for a in overrides}
     kept = [a for a in config.get("overrides", []) if _key(a) not in given]
@@ -77,14 +61,8 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Topology, dict,
     topology = load_topology(run_dir / "topology.toml", every)
     manifest = Checkpoints(run_dir / "checkpoints", order, source, topology.run).latest()
     if manifest is None:
-        raise ConfigError(
-            "--resume",
-            f"{run_dir} has no complete checkpoint to resume from (checkpoints/*/manifest.json)",
-        )
+        raise ConfigError("--resume", f"{run_dir} has no complete checkpoint to resume from (checkpoints/*/manifest.json)")
     done = manifest["agents"][source].get("steps", 0)
     if topology.run.steps is not None and topology.run.steps <= done:
-        raise ConfigError(
-            "run.steps",
-            f"the newest checkpoint is at training step {done} of {topology.run.steps}; give a larger budget, e.g. --set run.steps={2 * done}",
-        )
+        raise ConfigError("run.steps", f"the newest checkpoint is at training step {done} of {topology.run.steps}; give a larger budget, e.g. --set run.steps={2 * done}")
     return topology, manifest, every

@@ -42,39 +42,15 @@ ENDED = ("finished", "failed", "interrupted")
 STATES = LIVE + ENDED
 # One row per agent (`synthgrad status`, docs/watching.md).
 AGENT_FIELDS = (
-    "state",
-    "pid",
-    "host",
-    "steps",
-    "clock",
-    "tick_every",
-    "steps_per_s",
-    "messages_in_per_s",
-    "messages_out_per_s",
-    "queued",
-    "held",
-    "parked",
-    "staleness",
-    "loss",
-    "sg_loss",
-    "sg_cosine",
-    "rejected",
-    "restarts",
+    "state", "pid", "host", "steps", "clock", "tick_every", "steps_per_s", "messages_in_per_s",
+    "messages_out_per_s", "queued", "held", "parked", "staleness", "loss", "sg_loss", "sg_cosine",
+    "rejected", "restarts",
 )
-SG_QUALITY = {
-    "sg_loss": "loss",
-    "sg_cosine": "cosine",
-    "sg_norm_ratio": "norm_ratio",
-    "sg_staleness": "staleness",
-}
+SG_QUALITY = {"sg_loss": "loss", "sg_cosine": "cosine", "sg_norm_ratio": "norm_ratio", "sg_staleness": "staleness"}
 
 
 def _number(value) -> float | None:
-    return (
-        float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        else None
-    )
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -84,14 +60,7 @@ def _mean(values: list[float]) -> float | None:
 def agent_row(record: AgentRecord, tick_every: int) -> dict:
     """One agent's row from its record and its newest reported values (`record.latest`)."""
     latest = record.latest
-    quality = {
-        key: [
-            v
-            for k, raw in latest.items()
-            if k.startswith(key + ".") and (v := _number(raw)) is not None
-        ]
-        for key in SG_QUALITY
-    }
+    quality = {key: [v for k, raw in latest.items() if k.startswith(key + ".") and (v := _number(raw)) is not None] for key in SG_QUALITY}
     return {
         "state": "restarting" if record.down else record.state.value,
         "pid": record.pid,
@@ -99,10 +68,7 @@ def agent_row(record: AgentRecord, tick_every: int) -> dict:
         "steps": record.steps,
         "clock": latest.get("clock"),
         "tick_every": tick_every,
-        **{
-            k: _number(latest.get(k))
-            for k in ("steps_per_s", "messages_in_per_s", "messages_out_per_s", "loss")
-        },
+        **{k: _number(latest.get(k)) for k in ("steps_per_s", "messages_in_per_s", "messages_out_per_s", "loss")},
         **{k: latest.get(k) for k in ("queued", "held", "parked")},
         "staleness": _mean(quality["sg_staleness"]),
         "sg_loss": _mean(quality["sg_loss"]),
@@ -120,9 +86,7 @@ def link_rows(agents: dict[str, AgentRecord]) -> dict[str, dict]:
         for key, value in record.latest.items():
             prefix, _, label = key.partition(".")
             if prefix in SG_QUALITY and label:
-                links.setdefault(label, {"host": name, **dict.fromkeys(SG_QUALITY.values())})[
-                    SG_QUALITY[prefix]
-                ] = _number(value)
+                links.setdefault(label, {"host": name, **dict.fromkeys(SG_QUALITY.values())})[SG_QUALITY[prefix]] = _number(value)
     return links
 
 
@@ -181,38 +145,21 @@ def is_orchestrator(pid: int) -> bool:
 
 
 # Fields `render` and `stop` read, and the types they need (None allowed: not known yet).
-_TYPES = {
-    "run_id": str,
-    "run_dir": str,
-    "steps": int,
-    "elapsed_s": (int, float),
-    "eta_s": (int, float),
-    "samples_per_s": (int, float),
-    "test_accuracy": (int, float),
-    "mean_return": (int, float),
-    "updated_at": (int, float),
-    "started_at": (int, float),
-    "orchestrator_pid": int,
-    "exit_code": int,
-    "links": dict,
-}
+_TYPES = {"run_id": str, "run_dir": str, "steps": int, "elapsed_s": (int, float), "eta_s": (int, float),
+          "samples_per_s": (int, float), "test_accuracy": (int, float), "mean_return": (int, float), "updated_at": (int, float),
+          "started_at": (int, float), "orchestrator_pid": int, "exit_code": int, "links": dict}
 
 
 def _check(doc, path: Path) -> None:
     def bad(why: str):
-        return ValueError(
-            f"{path}: not a status file ({why}); a run writes it itself, do not edit it"
-        )
+        return ValueError(f"{path}: not a status file ({why}); a run writes it itself, do not edit it")
 
     if not isinstance(doc, dict) or doc.get("state") not in STATES:
         raise bad("no known state")
     for key, types in _TYPES.items():
         value = doc.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, types)
-            or (isinstance(value, float) and not math.isfinite(value))
-        ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)
+                                  or (isinstance(value, float) and not math.isfinite(value))):
             raise bad(f"{key!r} is {value!r}")
     if not isinstance(doc.get("run_id"), str) or not isinstance(doc.get("agents"), dict):
         raise bad("no run_id or agents")
@@ -230,9 +177,7 @@ def read_status(run_dir: Path) -> dict:
     """
     path = Path(run_dir) / STATUS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: no {STATUS_FILE} (not a run directory, or a run made before synthgrad wrote status files)"
-        )
+        raise FileNotFoundError(f"{run_dir}: no {STATUS_FILE} (not a run directory, or a run made before synthgrad wrote status files)")
     try:
         doc = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -254,21 +199,14 @@ def newest_run(root: Path) -> Path:
     Raises:
         FileNotFoundError: `root` holds no run with a status file.
     """
-
     def started(path: Path) -> float:
         try:
             value = json.loads(path.read_bytes()).get("started_at")
         except (OSError, ValueError, AttributeError):
             value = None
-        return (
-            value
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
-            else path.stat().st_mtime
-        )
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else path.stat().st_mtime
 
     found = sorted(Path(root).glob(f"*/{STATUS_FILE}"), key=started)
     if not found:
-        raise FileNotFoundError(
-            f"no run with a {STATUS_FILE} under {Path(root).resolve()} (give RUN_DIR, or --runs-dir)"
-        )
+        raise FileNotFoundError(f"no run with a {STATUS_FILE} under {Path(root).resolve()} (give RUN_DIR, or --runs-dir)")
     return found[-1].parent

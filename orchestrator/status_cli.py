@@ -40,9 +40,7 @@ def _load(args: argparse.Namespace, verb: str) -> tuple[Path, dict] | None:
     """The run directory (given, or the newest under --runs-dir) and its status; None, with
     the problem on stderr, when there is none to read."""
     try:
-        run_dir = (
-            Path(args.run_dir) if args.run_dir is not None else newest_run(Path(args.runs_dir))
-        )
+        run_dir = Path(args.run_dir) if args.run_dir is not None else newest_run(Path(args.runs_dir))
         return run_dir, read_status(run_dir)
     except (FileNotFoundError, ValueError) as err:
         print(f"synthgrad {verb}: {err}", file=sys.stderr)
@@ -60,37 +58,16 @@ def _fmt(value, spec: str = ".3g") -> str:
 # The agents table: header, justification, (row key, number format).  Under FULL_WIDTH
 # columns (an 80-column terminal) only the NARROW ones are drawn.
 COLUMNS = (
-    ("agent", "left", ("agent", "")),
-    ("state", "left", ("state", "")),
-    ("pid", "right", ("pid", "")),
-    ("host", "left", ("host", "")),
-    ("step", "right", ("steps", "")),
-    ("tick", "right", ("tick", "")),
-    ("steps/s", "right", ("steps_per_s", ".1f")),
-    ("msg in/s", "right", ("messages_in_per_s", ".0f")),
-    ("out/s", "right", ("messages_out_per_s", ".0f")),
-    ("queued", "right", ("queued", "")),
-    ("held", "right", ("held", "")),
-    ("parked", "right", ("parked", "")),
-    ("stale", "right", ("staleness", ".2f")),
-    ("loss", "right", ("loss", ".4f")),
-    ("SG loss", "right", ("sg_loss", ".3g")),
-    ("SG cos", "right", ("sg_cosine", ".3f")),
-    ("rejects", "right", ("rejected", "")),
-    ("restarts", "right", ("restarts", "")),
+    ("agent", "left", ("agent", "")), ("state", "left", ("state", "")), ("pid", "right", ("pid", "")),
+    ("host", "left", ("host", "")), ("step", "right", ("steps", "")), ("tick", "right", ("tick", "")),
+    ("steps/s", "right", ("steps_per_s", ".1f")), ("msg in/s", "right", ("messages_in_per_s", ".0f")),
+    ("out/s", "right", ("messages_out_per_s", ".0f")), ("queued", "right", ("queued", "")),
+    ("held", "right", ("held", "")), ("parked", "right", ("parked", "")), ("stale", "right", ("staleness", ".2f")),
+    ("loss", "right", ("loss", ".4f")), ("SG loss", "right", ("sg_loss", ".3g")), ("SG cos", "right", ("sg_cosine", ".3f")),
+    ("rejects", "right", ("rejected", "")), ("restarts", "right", ("restarts", "")),
 )
-NARROW = {
-    "agent": "agent",
-    "state": "state",
-    "step": "step",
-    "steps/s": "st/s",
-    "queued": "queue",
-    "stale": "stale",
-    "loss": "loss",
-    "SG cos": "SG cos",
-    "rejects": "rej",
-    "restarts": "rst",
-}  # header -> its short form
+NARROW = {"agent": "agent", "state": "state", "step": "step", "steps/s": "st/s", "queued": "queue", "stale": "stale",
+          "loss": "loss", "SG cos": "SG cos", "rejects": "rej", "restarts": "rst"}  # header -> its short form
 FULL_WIDTH = 150
 
 
@@ -115,68 +92,33 @@ def render(doc: dict, width: int = WIDE):
     if doc.get("exit_code") is not None:
         head.append(f"exit {doc['exit_code']}")
     age = time.time() - doc.get("updated_at", time.time())
-    colour = {"training": "green", "failed": "red", "lost": "red", "interrupted": "yellow"}.get(
-        state, ""
-    )
+    colour = {"training": "green", "failed": "red", "lost": "red", "interrupted": "yellow"}.get(state, "")
     title = Text("  |  ".join(head), style=colour)
     if state == "lost":
-        hint = (
-            f"continue it with synthgrad run --resume {doc['run_dir']}"
-            if doc.get("resumable")
-            else "no checkpoint was complete: it cannot be resumed"
-        )
-        title.append(
-            f"\norchestrator pid {doc.get('orchestrator_pid')} is gone: the run ended without a summary "
-            f"(last update {age:.0f} s ago; {hint})"
-        )
+        hint = f"continue it with synthgrad run --resume {doc['run_dir']}" if doc.get("resumable") else "no checkpoint was complete: it cannot be resumed"
+        title.append(f"\norchestrator pid {doc.get('orchestrator_pid')} is gone: the run ended without a summary "
+                     f"(last update {age:.0f} s ago; {hint})")
     from rich import box
 
     many_hosts = len({row.get("host") for row in doc["agents"].values()} | {doc.get("host")}) > 1
     narrow = width < FULL_WIDTH
     # Narrow: no vertical rules, one space between columns, short headers.
-    agents = Table(
-        header_style="bold",
-        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
-        collapse_padding=narrow,
-        pad_edge=not narrow,
-    )
-    columns = [
-        c for c in COLUMNS if not (narrow and c[0] not in NARROW) and (many_hosts or c[0] != "host")
-    ]
+    agents = Table(header_style="bold", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, collapse_padding=narrow, pad_edge=not narrow)
+    columns = [c for c in COLUMNS if not (narrow and c[0] not in NARROW) and (many_hosts or c[0] != "host")]
     for name, justify, _ in columns:
         agents.add_column(NARROW[name] if narrow else name, justify=justify, no_wrap=True)
     for name, row in doc["agents"].items():
-        row = {
-            **row,
-            "agent": name,
-            "tick": _fmt(row.get("clock"))
-            + (f" /{row['tick_every']}" if (row.get("tick_every") or 1) > 1 else ""),
-        }
-        cells = [
-            _fmt(row.get(key), spec) if spec else _fmt(row.get(key))
-            for _, _, (key, spec) in columns
-        ]
-        agents.add_row(
-            *cells, style="red" if row.get("state") in ("restarting", "failed") else None
-        )
+        row = {**row, "agent": name, "tick": _fmt(row.get("clock")) + (f" /{row['tick_every']}" if (row.get("tick_every") or 1) > 1 else "")}
+        cells = [_fmt(row.get(key), spec) if spec else _fmt(row.get(key)) for _, _, (key, spec) in columns]
+        agents.add_row(*cells, style="red" if row.get("state") in ("restarting", "failed") else None)
     parts = [title, agents]
     if doc.get("links"):
-        links = Table(
-            title="synthetic gradients (hosted at)", header_style="bold", title_justify="left"
-        )
+        links = Table(title="synthetic gradients (hosted at)", header_style="bold", title_justify="left")
         for name in ("link", "host", "SG loss", "cosine", "norm ratio", "staleness (steps)"):
-            links.add_column(
-                name, justify="left" if name in ("link", "host") else "right", no_wrap=True
-            )
+            links.add_column(name, justify="left" if name in ("link", "host") else "right", no_wrap=True)
         for label, row in doc["links"].items():
-            links.add_row(
-                label,
-                row.get("host", "-"),
-                _fmt(row.get("loss")),
-                _fmt(row.get("cosine"), ".3f"),
-                _fmt(row.get("norm_ratio"), ".3f"),
-                _fmt(row.get("staleness"), ".2f"),
-            )
+            links.add_row(label, row.get("host", "-"), _fmt(row.get("loss")), _fmt(row.get("cosine"), ".3f"),
+                          _fmt(row.get("norm_ratio"), ".3f"), _fmt(row.get("staleness"), ".2f"))
         parts.append(links)
     return Group(*parts)
 
@@ -216,9 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for now in updates():
                 console.print(render(now, console.width))
             return 0
-        with Live(
-            render(doc, console.width), console=console, auto_refresh=False, transient=False
-        ) as live:
+        with Live(render(doc, console.width), console=console, auto_refresh=False, transient=False) as live:
             for now in updates():
                 live.update(render(now, console.width), refresh=True)
     except KeyboardInterrupt:
@@ -232,35 +172,20 @@ def cmd_stop(args: argparse.Namespace) -> int:
     run_dir, doc = found
     name = doc["run_id"]
     if doc["state"] in ENDED:
-        print(
-            f"synthgrad stop: run {name} is not running ({doc['state']}, exit code {doc['exit_code']})",
-            file=sys.stderr,
-        )
+        print(f"synthgrad stop: run {name} is not running ({doc['state']}, exit code {doc['exit_code']})", file=sys.stderr)
         return 1
     if doc["state"] == "lost":
-        print(
-            f"synthgrad stop: run {name} is not running: its orchestrator (pid {doc.get('orchestrator_pid')}) died without ending it",
-            file=sys.stderr,
-        )
+        print(f"synthgrad stop: run {name} is not running: its orchestrator (pid {doc.get('orchestrator_pid')}) died without ending it", file=sys.stderr)
         return 1
     if doc.get("host") != socket.gethostname():
-        print(
-            f"synthgrad stop: run {name} runs on host {doc.get('host')!r}: run synthgrad stop there",
-            file=sys.stderr,
-        )
+        print(f"synthgrad stop: run {name} runs on host {doc.get('host')!r}: run synthgrad stop there", file=sys.stderr)
         return 1
     pid = doc["orchestrator_pid"]
     if not is_orchestrator(pid):
-        print(
-            f"synthgrad stop: pid {pid} of run {name} is not a synthgrad process any more",
-            file=sys.stderr,
-        )
+        print(f"synthgrad stop: pid {pid} of run {name} is not a synthgrad process any more", file=sys.stderr)
         return 1
     os.kill(pid, signal.SIGINT)
-    print(
-        f"stopping run {name} (SIGINT to pid {pid}): last checkpoint, final weights, summary.json",
-        file=sys.stderr,
-    )
+    print(f"stopping run {name} (SIGINT to pid {pid}): last checkpoint, final weights, summary.json", file=sys.stderr)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         time.sleep(0.2)
@@ -269,22 +194,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError):
             continue
         if doc["state"] in ENDED:
-            print(
-                f"stopped {name} at step {doc.get('steps')}; summary: {doc.get('summary')} "
-                f"(synthgrad run exited {doc.get('exit_code')})"
-            )
+            print(f"stopped {name} at step {doc.get('steps')}; summary: {doc.get('summary')} "
+                  f"(synthgrad run exited {doc.get('exit_code')})")
             return 0
         if doc["state"] == "lost":
-            print(
-                f"synthgrad stop: the orchestrator of {name} exited without writing its summary",
-                file=sys.stderr,
-            )
+            print(f"synthgrad stop: the orchestrator of {name} exited without writing its summary", file=sys.stderr)
             return 1
-    print(
-        f"synthgrad stop: run {name} is still {doc['state']} after {args.timeout:g} s (it goes on stopping; "
-        f"synthgrad status {run_dir} shows when it has ended)",
-        file=sys.stderr,
-    )
+    print(f"synthgrad stop: run {name} is still {doc['state']} after {args.timeout:g} s (it goes on stopping; "
+          f"synthgrad status {run_dir} shows when it has ended)", file=sys.stderr)
     return 1
 
 
@@ -299,59 +216,16 @@ def _seconds(text: str) -> float:
 def add_status_parsers(verbs) -> None:
     """`synthgrad status` and `synthgrad stop` (added to the CLI's verbs)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    status = verbs.add_parser(
-        "status",
-        help="show what a run's agents are doing (live or ended)",
-        epilog=EXAMPLES["status"],
-        formatter_class=fmt,
-    )
-    status.add_argument(
-        "run_dir",
-        nargs="?",
-        type=Path,
-        metavar="RUN_DIR",
-        help="a run directory (default: the newest under --runs-dir)",
-    )
-    status.add_argument(
-        "--runs-dir", default="runs", help="where to look for the newest run (default: runs)"
-    )
-    status.add_argument(
-        "--watch", action="store_true", help="redraw every --interval seconds until the run ends"
-    )
-    status.add_argument(
-        "--interval",
-        type=_seconds,
-        default=1.0,
-        metavar="S",
-        help="seconds between redraws (default 1)",
-    )
-    status.add_argument(
-        "--json",
-        action="store_true",
-        help="print status.json (with orchestrator_alive) as one object",
-    )
+    status = verbs.add_parser("status", help="show what a run's agents are doing (live or ended)",
+                              epilog=EXAMPLES["status"], formatter_class=fmt)
+    status.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run directory (default: the newest under --runs-dir)")
+    status.add_argument("--runs-dir", default="runs", help="where to look for the newest run (default: runs)")
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until the run ends")
+    status.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds between redraws (default 1)")
+    status.add_argument("--json", action="store_true", help="print status.json (with orchestrator_alive) as one object")
     status.set_defaults(func=cmd_status)
-    stop = verbs.add_parser(
-        "stop",
-        help="stop a running run cleanly (as Ctrl-C would)",
-        epilog=EXAMPLES["stop"],
-        formatter_class=fmt,
-    )
-    stop.add_argument(
-        "run_dir",
-        nargs="?",
-        type=Path,
-        metavar="RUN_DIR",
-        help="a run directory (default: the newest under --runs-dir)",
-    )
-    stop.add_argument(
-        "--runs-dir", default="runs", help="where to look for the newest run (default: runs)"
-    )
-    stop.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=STOP_TIMEOUT_S,
-        metavar="S",
-        help=f"seconds to wait for the end (default {STOP_TIMEOUT_S:g})",
-    )
+    stop = verbs.add_parser("stop", help="stop a running run cleanly (as Ctrl-C would)", epilog=EXAMPLES["stop"], formatter_class=fmt)
+    stop.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run directory (default: the newest under --runs-dir)")
+    stop.add_argument("--runs-dir", default="runs", help="where to look for the newest run (default: runs)")
+    stop.add_argument("--timeout", type=_seconds, default=STOP_TIMEOUT_S, metavar="S", help=f"seconds to wait for the end (default {STOP_TIMEOUT_S:g})")
     stop.set_defaults(func=cmd_stop)

@@ -89,9 +89,7 @@ class Supervisor:
             self.keys = keys or fresh_run_keys(run_dir.path, plan.order)
             self.auth = start_authenticator(self.zctx, self.keys.allow_list(log))  # before the bind
         where = tcp_endpoint(run.bind) if self.keys else self.ipc.endpoint("control")
-        self.router, self.endpoint = bind_router(
-            self.zctx, where, hwm=0, curve=self.keys and self.keys.server
-        )
+        self.router, self.endpoint = bind_router(self.zctx, where, hwm=0, curve=self.keys and self.keys.server)
         self.agents: dict[str, AgentRecord] = {}
         self.evaluations: list[dict] = []
         self.budget = 0
@@ -106,15 +104,9 @@ class Supervisor:
         if resume is not None:
             self.resumed_steps = int(resume["agents"][plan.source].get("steps", 0))
             self.checkpoints.last_step = self.resumed_steps  # the next round one interval on
-        unlocked = any(
-            link.mode.has_synthetic_input
-            for agent in plan.agents.values()
-            for link in agent.in_links
-        )
+        unlocked = any(link.mode.has_synthetic_input for agent in plan.agents.values() for link in agent.in_links)
         self.policy = RestartPolicy(run, plan.source, unlocked)
-        self.faults: list[
-            dict
-        ] = []  # one entry per fault: agent, cause, detection and rejoin times
+        self.faults: list[dict] = []  # one entry per fault: agent, cause, detection and rejoin times
         self.training = False
         self._last_check = time.monotonic()
         self.board = StatusBoard(run_dir.path, self.run_id, self.started_at)
@@ -123,9 +115,7 @@ class Supervisor:
         if run.tensorboard:  # the CLI checked the package is there before anything started
             from .tensorboard import TensorBoardWriter
 
-            self.tensorboard = TensorBoardWriter(
-                run_dir.path / "tensorboard", plan.samples_per_step, heads=plan.terminals
-            )
+            self.tensorboard = TensorBoardWriter(run_dir.path / "tensorboard", plan.samples_per_step, heads=plan.terminals)
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -145,23 +135,13 @@ class Supervisor:
         call, from its process.
         """
         try:
-            send_routed(
-                self.router,
-                name.encode(),
-                Message(kind=kind, run=self.run_id, meta=meta or {}),
-                zmq.NOBLOCK,
-            )
+            send_routed(self.router, name.encode(), Message(kind=kind, run=self.run_id, meta=meta or {}), zmq.NOBLOCK)
         except zmq.ZMQError as err:
             if err.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 raise
             if name not in self.unreachable:
                 self.unreachable.add(name)
-                log.warning(
-                    "agent %r is not reachable on the control socket (%s); not sending %s",
-                    name,
-                    err,
-                    kind.name,
-                )
+                log.warning("agent %r is not reachable on the control socket (%s); not sending %s", name, err, kind.name)
             return False
         self.unreachable.discard(name)
         return True
@@ -170,15 +150,9 @@ class Supervisor:
         """A control message from a name that is not an agent of this run: an ERROR reply
         (so a misconfigured agent learns why) and a log line; never an exception."""
         name = identity.decode(errors="replace")
-        self._reject(
-            "stranger", f"{msg.kind.name} from {name!r}: no agent of this run has that name"
-        )
+        self._reject("stranger", f"{msg.kind.name} from {name!r}: no agent of this run has that name")
         if msg.kind == Kind.HELLO:
-            reply = Message(
-                kind=Kind.ERROR,
-                run=self.run_id,
-                meta={"error": f"no agent named {name!r} in run {self.run_id}"},
-            )
+            reply = Message(kind=Kind.ERROR, run=self.run_id, meta={"error": f"no agent named {name!r} in run {self.run_id}"})
             try:
                 send_routed(self.router, identity, reply, zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -199,15 +173,10 @@ class Supervisor:
             return None
         if self.keys is not None and user != self.keys.agents[name].decode():
             # A listed key speaking under another agent's name: the key is the identity.
-            self._reject(
-                "key",
-                f"{msg.kind.name} from {name!r}: its connection holds another agent's CURVE key",
-            )
+            self._reject("key", f"{msg.kind.name} from {name!r}: its connection holds another agent's CURVE key")
             return None
         if msg.run != self.run_id and not (msg.kind == Kind.HELLO and msg.run == ""):
-            self._reject(
-                "run", f"{msg.kind.name} from {name!r} carries run {msg.run!r}, not {self.run_id!r}"
-            )
+            self._reject("run", f"{msg.kind.name} from {name!r} carries run {msg.run!r}, not {self.run_id!r}")
             return None
         problem = check_report(msg.kind, msg.meta)
         if problem is not None:
@@ -282,10 +251,7 @@ class Supervisor:
             # This process itself did not run (SIGSTOP, a suspended laptop, a starved CPU):
             # the agents' heartbeats are still unread, so nobody's silence means anything yet.
             if self.training:
-                log.warning(
-                    "the orchestrator did not run for %.1f s; every agent gets a fresh hang timeout",
-                    now - self._last_check,
-                )
+                log.warning("the orchestrator did not run for %.1f s; every agent gets a fresh hang timeout", now - self._last_check)
             for state in self.agents.values():
                 state.heard()
         self._last_check = now
@@ -294,44 +260,23 @@ class Supervisor:
                 continue
             code = state.handle.exitcode
             if code is not None:
-                cause = (
-                    f"exited with code {code}"
-                    if code >= 0
-                    else f"was killed by {signal.Signals(-code).name}"
-                )
+                cause = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
                 if not self.training:
                     state.advance(Lifecycle.FAILED)
-                    raise RunFailed(
-                        f"agent {name!r} {cause} unexpectedly; its log ends:\n{self.run_dir.log_tail(name)}"
-                    )
+                    raise RunFailed(f"agent {name!r} {cause} unexpectedly; its log ends:\n{self.run_dir.log_tail(name)}")
                 self._fault(name, cause, now)
                 continue
             silent = now - state.last_heard
-            limit = (
-                run.hang_timeout_s if state.state is Lifecycle.RUNNING else run.register_timeout_s
-            )
+            limit = run.hang_timeout_s if state.state is Lifecycle.RUNNING else run.register_timeout_s
             if self.training and silent > limit:
                 state.handle.kill()  # a hung (or stopped) process: it cannot be asked
                 state.handle.join(timeout=1.0)
-                self._fault(
-                    name, f"was silent for {silent:.1f} s (hang timeout {limit:g} s), killed", now
-                )
+                self._fault(name, f"was silent for {silent:.1f} s (hang timeout {limit:g} s), killed", now)
             elif self.training and silent > 3 * run.heartbeat_s and not state.late_warned:
                 state.late_warned = True
-                log.warning(
-                    "agent %r is late: no heartbeat for %.1f s (hang timeout %g s)",
-                    name,
-                    silent,
-                    limit,
-                )
+                log.warning("agent %r is late: no heartbeat for %.1f s (hang timeout %g s)", name, silent, limit)
         if self.training:
-            self.progress.late(
-                {
-                    n: now - s.last_heard
-                    for n, s in self.agents.items()
-                    if not s.down and now - s.last_heard > 3 * run.heartbeat_s
-                }
-            )
+            self.progress.late({n: now - s.last_heard for n, s in self.agents.items() if not s.down and now - s.last_heard > 3 * run.heartbeat_s})
 
     # ----------------------------------------------------------------- faults
     def _fault(self, name: str, cause: str, now: float) -> None:
@@ -346,52 +291,29 @@ class Supervisor:
         state.went_down(now)
         self.checkpoints.abandon(f"agent {name!r} {cause}")
         self.faults.append(
-            {
-                "agent": name,
-                "cause": cause,
-                "t": round(now - self.t_start, 3),
-                "silent_s": round(silent, 3),
-                "restart": refusal is None,
-            }
+            {"agent": name, "cause": cause, "t": round(now - self.t_start, 3), "silent_s": round(silent, 3), "restart": refusal is None}
         )
         if refusal is not None:
-            raise RunFailed(
-                f"agent {name!r} {cause}; {refusal}; its log ends:\n{self.run_dir.log_tail(name)}"
-            )
+            raise RunFailed(f"agent {name!r} {cause}; {refusal}; its log ends:\n{self.run_dir.log_tail(name)}")
         delay = self.policy.delay_s(state)
         state.restarts += 1
         state.restart_at = now + delay
-        log.warning(
-            "restarting %r in %.1f s (restart %d of %d); its peers go on",
-            name,
-            delay,
-            state.restarts,
-            self.plan.topology.run.max_restarts,
-        )
+        log.warning("restarting %r in %.1f s (restart %d of %d); its peers go on", name, delay, state.restarts, self.plan.topology.run.max_restarts)
         self._beat()  # tell the peers at once: messages to it are dropped and counted
 
     def _relaunch_due(self, now: float) -> None:
         for name, state in self.agents.items():
             if state.restart_at is not None and now >= state.restart_at:
                 keys_dir = str(self.keys.path) if self.keys else None
-                state.relaunched(
-                    self.launcher.start(
-                        name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir
-                    )
-                )
+                state.relaunched(self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir))
                 self._write_agents()
 
     def _write_agents(self) -> None:
         """agents.json: the ipc folder, the control endpoint and every agent's current pid
         and incarnation (rewritten at each restart)."""
-        agents = {
-            n: {"pid": s.pid, "incarnation": s.incarnation, "restarts": s.restarts}
-            for n, s in self.agents.items()
-        }
+        agents = {n: {"pid": s.pid, "incarnation": s.incarnation, "restarts": s.restarts} for n, s in self.agents.items()}
         ipc_dir = self.ipc.path if self.ipc is not None else None
-        self.run_dir.write_json(
-            "agents.json", {"ipc_dir": ipc_dir, "control": self.endpoint, "agents": agents}
-        )
+        self.run_dir.write_json("agents.json", {"ipc_dir": ipc_dir, "control": self.endpoint, "agents": agents})
 
     def _rejoin(self, name: str) -> None:
         """A restarted agent is ready: START it; its peers learn its new incarnation."""
@@ -401,9 +323,7 @@ class Supervisor:
         outage = state.rejoined(time.monotonic())
         fault = next(f for f in reversed(self.faults) if f["agent"] == name)
         fault["rejoined_after_s"] = round(outage, 3)
-        log.warning(
-            "agent %r rejoined after %.1f s down (restart %d)", name, outage, state.restarts
-        )
+        log.warning("agent %r rejoined after %.1f s down (restart %d)", name, outage, state.restarts)
         self._write_agents()
         self._beat()
 
@@ -420,10 +340,7 @@ class Supervisor:
     def _welcome(self, name: str, checkpoint: dict | None) -> None:
         meta = {"spec": self.plan.agents[name].to_wire(), "run_dir": str(self.run_dir.path)}
         if self.keys is None:
-            meta["endpoints"] = {
-                n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")}
-                for n in self.agents
-            }
+            meta["endpoints"] = {n: {"fwd": self.ipc.endpoint(f"{n}.f"), "bwd": self.ipc.endpoint(f"{n}.b")} for n in self.agents}
         else:  # tcp: agents bind ephemeral ports and report them when ready; START carries them
             meta["keys"] = self.keys.wire()
             if name in self.data_endpoints:  # a restart binds the ports its peers know
@@ -460,9 +377,7 @@ class Supervisor:
         while not all(s.state.reached(state) for s in self.agents.values()):
             if time.monotonic() > deadline:
                 missing = [n for n, s in self.agents.items() if not s.state.reached(state)]
-                raise RunFailed(
-                    f"agents {missing} did not {what} within {timeout_s:.0f} s (run.register_timeout_s)"
-                )
+                raise RunFailed(f"agents {missing} did not {what} within {timeout_s:.0f} s (run.register_timeout_s)")
             self._pump()
             if self.board.due(time.monotonic()):
                 self._publish()
@@ -475,9 +390,7 @@ class Supervisor:
     def _launch(self) -> None:
         for name in self.plan.order:
             keys_dir = str(self.keys.path) if self.keys else None
-            handle = self.launcher.start(
-                name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir
-            )
+            handle = self.launcher.start(name, self.endpoint, str(self.run_dir.log_path(name)), keys_dir)
             self.agents[name] = AgentRecord(handle=handle, pid=handle.pid)
         self._mark("spawn_s")  # every agent process launched
         self._publish()
@@ -489,9 +402,7 @@ class Supervisor:
             self._welcome(name, self.resume)
         self._wait_for(Lifecycle.READY, timeout)
         if self.keys is not None:
-            self.run_dir.write_json(
-                "endpoints.json", {"control": self.endpoint, "agents": self.data_endpoints}
-            )
+            self.run_dir.write_json("endpoints.json", {"control": self.endpoint, "agents": self.data_endpoints})
         self._mark("ready_s")
 
     def _train(self) -> None:
@@ -515,12 +426,8 @@ class Supervisor:
             now = time.monotonic()
             self._relaunch_due(now)
             self.checkpoints.expire(now)
-            if self.checkpoints.due(source_steps, now) and not any(
-                s.down for s in self.agents.values()
-            ):
-                self._send(
-                    self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(source_steps, now)
-                )
+            if self.checkpoints.due(source_steps, now) and not any(s.down for s in self.agents.values()):
+                self._send(self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(source_steps, now))
             if now >= next_beat:
                 self._beat()
                 next_beat = now + every
@@ -540,9 +447,7 @@ class Supervisor:
             return
         self.checkpoints.abandon("interrupted; a last round replaces it")
         steps = self.agents[self.plan.source].steps
-        self._send(
-            self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(steps, time.monotonic())
-        )
+        self._send(self.plan.source, Kind.CHECKPOINT, self.checkpoints.begin(steps, time.monotonic()))
         deadline = time.monotonic() + timeout_s
         while self.checkpoints.current is not None and time.monotonic() < deadline:
             self._pump(signals=False)
@@ -563,9 +468,7 @@ class Supervisor:
         if self.ipc is not None:
             self.ipc.cleanup()
         deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and any(
-            s.handle.is_alive() for s in self.agents.values()
-        ):
+        while time.monotonic() < deadline and any(s.handle.is_alive() for s in self.agents.values()):
             got = self._receive(50)
             if got is not None and got[1].kind != Kind.ERROR:
                 self._handle(*got)
@@ -583,11 +486,7 @@ class Supervisor:
         written: status.json's last rewrite says so, with the exit code the command returns
         and the summary's samples/s (over the whole training, not the last report's)."""
         self.phase = state
-        self._publish(
-            exit_code=exit_code,
-            summary=str(summary_path),
-            samples_per_s=summary.get("samples_per_s") or None,
-        )
+        self._publish(exit_code=exit_code, summary=str(summary_path), samples_per_s=summary.get("samples_per_s") or None)
 
     def _publish(self, **end) -> None:
         """Rewrite status.json (orchestrator/status.py) with the run as it is now."""
@@ -610,9 +509,7 @@ class Supervisor:
             mean_return=_finite_or_none(head.get("charts/episodic_return_mean")),
             restarts=sum(s.restarts for s in self.agents.values()),
             faults=len(self.faults),
-            agents={
-                n: agent_row(s, self.plan.agents[n].tick_every) for n, s in self.agents.items()
-            },
+            agents={n: agent_row(s, self.plan.agents[n].tick_every) for n, s in self.agents.items()},
             links=link_rows(self.agents),
             resumable=any((self.run_dir.path / "checkpoints").glob("*/manifest.json")),
             summary=None,
@@ -655,19 +552,13 @@ class Supervisor:
         wall = self.timings.get("wall_s", 0.0)
         steps = self.agents[self.plan.source].steps if self.plan.source in self.agents else 0
         finals = [e for e in self.evaluations if e.get("final")]
-        metrics = {
-            k: v
-            for k, v in (finals[-1] if finals else {}).items()
-            if k.startswith(("test_", "charts/"))
-        }
+        metrics = {k: v for k, v in (finals[-1] if finals else {}).items() if k.startswith(("test_", "charts/"))}
         return {
             "run_dir": str(self.run_dir.path),
             "run_id": self.run_id,
             "steps": steps,
             "wall_s": wall,
-            "samples_per_s": (steps - self.resumed_steps) * self.plan.samples_per_step / wall
-            if wall
-            else 0.0,
+            "samples_per_s": (steps - self.resumed_steps) * self.plan.samples_per_step / wall if wall else 0.0,
             "metrics": metrics,
             "evaluations": self.evaluations,
             "timings": self.timings,
@@ -676,12 +567,11 @@ class Supervisor:
             "faults": self.faults,
             "restarts": sum(s.restarts for s in self.agents.values()),
             "checkpoints": [{"id": m["id"], "step": m["step"]} for m in self.checkpoints.completed],
-            "resumed_from": None
-            if self.resume is None
-            else {"id": self.resume["id"], "step": self.resume["step"]},
+            "resumed_from": None if self.resume is None else {"id": self.resume["id"], "step": self.resume["step"]},
         }
 
 
 def _finite_or_none(value):
     """A number for status.json, or None (not reported yet, or NaN before an episode ended)."""
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+

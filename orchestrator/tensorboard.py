@@ -34,25 +34,9 @@ from .reports import COUNTERS, COUNTS, FLAGS
 
 MISSING = "TensorBoard scalars need the tensorboard package: pip install 'synthgrad[tensorboard]'"
 # Link quantities by metrics prefix, and the last part of their tag.
-LINK_KEYS = {
-    "sg_loss.": "loss",
-    "sg_cosine.": "cosine",
-    "sg_norm_ratio.": "norm_ratio",
-    "sg_staleness.": "staleness",
-    "si_loss.": "si_loss",
-}
+LINK_KEYS = {"sg_loss.": "loss", "sg_cosine.": "cosine", "sg_norm_ratio.": "norm_ratio", "sg_staleness.": "staleness", "si_loss.": "si_loss"}
 # Keys with a tag of their own, and counters: not repeated under charts/<agent>/.
-NAMED = (
-    "loss",
-    "train_accuracy",
-    "steps_per_s",
-    "test_accuracy",
-    "test_loss",
-    "rejected",
-    "updates",
-    *COUNTS,
-    *FLAGS,
-)
+NAMED = ("loss", "train_accuracy", "steps_per_s", "test_accuracy", "test_loss", "rejected", "updates", *COUNTS, *FLAGS)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
 
 
@@ -113,9 +97,7 @@ class TensorBoardWriter:
         if "eval" in metrics:
             step = metrics.get("train_steps")
             if isinstance(step, int) and not isinstance(step, bool):
-                self._add(
-                    self._head("charts/test_accuracy", agent), metrics.get("test_accuracy"), step, t
-                )
+                self._add(self._head("charts/test_accuracy", agent), metrics.get("test_accuracy"), step, t)
                 self._add(self._head("losses/test_loss", agent), metrics.get("test_loss"), step, t)
             return
         step = metrics.get("steps")
@@ -139,18 +121,12 @@ class TensorBoardWriter:
         for key, value in metrics.items():
             prefix = next((p for p in LINK_KEYS if key.startswith(p)), None)
             if prefix is not None:
-                self._add(f"sg/{tag_safe(key[len(prefix) :])}/{LINK_KEYS[prefix]}", value, step, t)
-            elif (
-                agent in self.terminal
-                and key not in NAMED
-                and not key.startswith((*COUNTERS, "charts/", "losses/"))
-            ):
+                self._add(f"sg/{tag_safe(key[len(prefix):])}/{LINK_KEYS[prefix]}", value, step, t)
+            elif agent in self.terminal and key not in NAMED and not key.startswith((*COUNTERS, "charts/", "losses/")):
                 self._add(f"charts/{name}/{tag_safe(key)}", value, step, t)
         if agent in self.terminal:
             self._add(self._head("losses/task_loss", agent), metrics.get("loss"), step, t)
-            self._add(
-                self._head("charts/train_accuracy", agent), metrics.get("train_accuracy"), step, t
-            )
+            self._add(self._head("charts/train_accuracy", agent), metrics.get("train_accuracy"), step, t)
             if rate is not None and self.global_step is None:  # an env agent reports its own SPS
                 self._add(self._head("charts/SPS", agent), rate * self.batch_size, step, t)
 

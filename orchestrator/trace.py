@@ -55,10 +55,7 @@ def _load(folder: Path) -> list[dict]:
     for path in sorted(folder.glob("*.json")):
         try:
             docs.append(json.loads(path.read_text()))
-        except (
-            OSError,
-            json.JSONDecodeError,
-        ):  # torn by a kill: that incarnation's events are lost
+        except (OSError, json.JSONDecodeError):  # torn by a kill: that incarnation's events are lost
             continue
     return docs
 
@@ -76,9 +73,7 @@ def _inside_send(spans: list[tuple[float, float]], queued: float) -> float:
     return queued
 
 
-def merge_trace(
-    run_dir: Path, order: list[str], origin_ns: int, meta: dict | None = None
-) -> Path | None:
+def merge_trace(run_dir: Path, order: list[str], origin_ns: int, meta: dict | None = None) -> Path | None:
     """Merge RUN_DIR/trace/*.json into RUN_DIR/trace.json; None when no agent wrote a trace.
 
     Args:
@@ -94,18 +89,12 @@ def merge_trace(
     here = socket.gethostname()
     events: list[dict] = [{"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "agents"}}]
     for name, i in tid.items():
-        events.append(
-            {"name": "thread_name", "ph": "M", "pid": 0, "tid": i, "args": {"name": name}}
-        )
-        events.append(
-            {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": i, "args": {"sort_index": i}}
-        )
+        events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": i, "args": {"name": name}})
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": i, "args": {"sort_index": i}})
     sends: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
     reads: list[tuple[str, float, int]] = []
     clocks, dropped = {}, {}
-    send_spans: dict[int, list[tuple[float, float]]] = defaultdict(
-        list
-    )  # (start, end) in us, per track
+    send_spans: dict[int, list[tuple[float, float]]] = defaultdict(list)  # (start, end) in us, per track
     for doc in docs:
         agent = doc["agent"]
         track = tid.get(agent)
@@ -115,22 +104,12 @@ def merge_trace(
         # load) is for agents elsewhere; it is kept in otherData either way.
         same_host = doc.get("host") in (None, here)
         shift = (0 if same_host else int(doc.get("clock_offset_ns", 0))) - origin_ns
-        clocks[f"{agent}.{doc.get('pid')}"] = {
-            "offset_us": doc.get("clock_offset_ns", 0) / 1e3,
-            "round_trip_us": doc.get("round_trip_ns", 0) / 1e3,
-            "applied": not same_host,
-        }
+        clocks[f"{agent}.{doc.get('pid')}"] = {"offset_us": doc.get("clock_offset_ns", 0) / 1e3, "round_trip_us": doc.get("round_trip_ns", 0) / 1e3,
+                                               "applied": not same_host}
         dropped[agent] = dropped.get(agent, 0) + int(doc.get("dropped", 0))
         for kind, start, end, step in doc["spans"]:
-            event = {
-                "name": kind,
-                "cat": kind,
-                "ph": "X",
-                "ts": (start + shift) / 1e3,
-                "dur": (end - start) / 1e3,
-                "pid": 0,
-                "tid": track,
-            }
+            event = {"name": kind, "cat": kind, "ph": "X", "ts": (start + shift) / 1e3,
+                     "dur": (end - start) / 1e3, "pid": 0, "tid": track}
             if step >= 0:
                 event["args"] = {"step": step}
             events.append(event)
@@ -152,37 +131,11 @@ def merge_trace(
         t_sent = _inside_send(send_spans[src], t_sent)
         kind = key.split("|")[1]
         flows += 1
-        events.append(
-            {
-                "name": kind,
-                "cat": "message",
-                "ph": "s",
-                "id": flows,
-                "ts": t_sent,
-                "pid": 0,
-                "tid": src,
-            }
-        )
-        events.append(
-            {
-                "name": kind,
-                "cat": "message",
-                "ph": "f",
-                "id": flows,
-                "ts": t,
-                "pid": 0,
-                "tid": track,
-            }
-        )
+        events.append({"name": kind, "cat": "message", "ph": "s", "id": flows, "ts": t_sent, "pid": 0, "tid": src})
+        events.append({"name": kind, "cat": "message", "ph": "f", "id": flows, "ts": t, "pid": 0, "tid": track})
     doc = {
         "traceEvents": events,
         "displayTimeUnit": "ms",
-        "otherData": {
-            "source": "synthgrad run --trace",
-            "clocks": clocks,
-            "dropped_events": dropped,
-            "messages": flows,
-            **(meta or {}),
-        },
+        "otherData": {"source": "synthgrad run --trace", "clocks": clocks, "dropped_events": dropped, "messages": flows, **(meta or {})},
     }
     return replace_text(run_dir / TRACE_FILE, json.dumps(doc))

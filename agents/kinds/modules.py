@@ -101,7 +101,5 @@ def build_module(kind: str, params: dict, in_shape: Shape) -> tuple[nn.Module, S
     try:
         builder = BUILDERS[kind]
     except KeyError:
-        raise ValueError(
-            f"no module builder for kind {kind!r}; known: {sorted(BUILDERS)}"
-        ) from None
+        raise ValueError(f"no module builder for kind {kind!r}; known: {sorted(BUILDERS)}") from None
     return builder(params, tuple(int(d) for d in in_shape))

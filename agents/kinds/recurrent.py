@@ -119,37 +119,20 @@ class RNN(Agent):
     context_inputs = ("y", "mask")
     terminal = True
     defaults = {
-        "hidden": 64,
-        "lr": None,
-        "sg": True,
-        "sg_scale": 0.1,
-        "sg_bootstrap": None,
-        "sg_per_example": True,
-        "aux": False,
-        "sg_to_core": False,
-        "objective": "bits",
-        "task": "",
-        "width": 8,
-        "length": 1,
-        "repeats": 1,
-        "curriculum": True,
-        "threshold": 0.15,
-        "curriculum_sequences": 256,
-        "data_seed": 0,
+        "hidden": 64, "lr": None, "sg": True, "sg_scale": 0.1, "sg_bootstrap": None,
+        "sg_per_example": True, "aux": False, "sg_to_core": False,
+        "objective": "bits", "task": "", "width": 8, "length": 1, "repeats": 1,
+        "curriculum": True, "threshold": 0.15, "curriculum_sequences": 256, "data_seed": 0,
     }
 
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)
         if self.params["objective"] not in ("bits", "chars"):
-            raise ParamError(
-                "objective", f"must be 'bits' or 'chars', got {self.params['objective']!r}"
-            )
+            raise ParamError("objective", f"must be 'bits' or 'chars', got {self.params['objective']!r}")
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.eval_state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.window: dict | None = None  # this training window, for loss()
-        self.prev: dict | None = (
-            None  # the previous window: its initial-state leaves hold the target
-        )
+        self.prev: dict | None = None  # the previous window: its initial-state leaves hold the target
         self.prev2: dict | None = None  # the one before (sg_to_core recomputes it)
         self.windows = 0  # training windows seen
         self.sg_losses: list[float] = []
@@ -168,13 +151,9 @@ class RNN(Agent):
             p = self.params
             task = make_task(p["task"], int(p["width"]), int(p["length"]), int(p["repeats"]))
             if task.input_size != data:
-                raise ValueError(
-                    f"task {p['task']!r} of width {p['width']} has {task.input_size} input channels, port x brings {data}"
-                )
+                raise ValueError(f"task {p['task']!r} of width {p['width']} has {task.input_size} input channels, port x brings {data}")
             self.own = {"task": task, "stream": None, "curriculum": None, "T": T}
-        self.module = RecurrentCore(
-            data, int(self.params["hidden"]), out, bool(self.params["sg"]), bool(self.params["aux"])
-        )
+        self.module = RecurrentCore(data, int(self.params["hidden"]), out, bool(self.params["sg"]), bool(self.params["aux"]))
         return self.module, {"logits": (T, out)}
 
     # ----------------------------------------------------------------- data
@@ -183,39 +162,18 @@ class RNN(Agent):
         if own["stream"] is None or own["stream"].batch_size != batch:
             own["stream"] = EpisodeStream(own["task"], batch, int(self.params["data_seed"]))
             if self.params["curriculum"]:
-                own["curriculum"] = Curriculum(
-                    own["task"],
-                    float(self.params["threshold"]),
-                    int(self.params["curriculum_sequences"]),
-                )
+                own["curriculum"] = Curriculum(own["task"], float(self.params["threshold"]), int(self.params["curriculum_sequences"]))
         inputs, targets, mask, reset = own["stream"].next_window(own["T"])
-        return {
-            "x": torch.from_numpy(with_reset(inputs, reset)),
-            "y": torch.from_numpy(targets),
-            "mask": torch.from_numpy(mask),
-        }
+        return {"x": torch.from_numpy(with_reset(inputs, reset)), "y": torch.from_numpy(targets), "mask": torch.from_numpy(mask)}
 
     def _own_eval_window(self, batch: int) -> dict[str, torch.Tensor]:
         # A new evaluation round (training went on since the last one): fresh held-out episodes
         # at the current level, every row starting an episode at step 0.
-        if (
-            self._eval is None
-            or self._eval["at"] != self.windows
-            or self._eval["stream"].batch_size != batch
-        ):
-            task = make_task(
-                self.params["task"], int(self.params["width"]), *self.own["task"].level
-            )
-            self._eval = {
-                "at": self.windows,
-                "stream": EpisodeStream(task, batch, EVAL_SEED, desync=False),
-            }
+        if self._eval is None or self._eval["at"] != self.windows or self._eval["stream"].batch_size != batch:
+            task = make_task(self.params["task"], int(self.params["width"]), *self.own["task"].level)
+            self._eval = {"at": self.windows, "stream": EpisodeStream(task, batch, EVAL_SEED, desync=False)}
         inputs, targets, mask, reset = self._eval["stream"].next_window(self.own["T"])
-        return {
-            "x": torch.from_numpy(with_reset(inputs, reset)),
-            "y": torch.from_numpy(targets),
-            "mask": torch.from_numpy(mask),
-        }
+        return {"x": torch.from_numpy(with_reset(inputs, reset)), "y": torch.from_numpy(targets), "mask": torch.from_numpy(mask)}
 
     @staticmethod
     def _zeros(batch: int, units: int):
@@ -250,40 +208,21 @@ class RNN(Agent):
         hs, h, c = core.run(seq, reset, h0, c0)
         self.state = (h.detach(), c.detach())
         self.prev2, self.prev = self.prev, self.window
-        self.window = {
-            "h0": h0,
-            "c0": c0,
-            "seq": seq.detach(),
-            "reset": reset,
-            "h": h,
-            "c": c,
-            "hs": hs,
-            "data": data,
-        }
+        self.window = {"h0": h0, "c0": c0, "seq": seq.detach(), "reset": reset, "h": h, "c": c, "hs": hs, "data": data}
         self.windows += 1
         return {"logits": core.readout(hs)}
 
     # ----------------------------------------------------------------- losses
-    def _task_loss(
-        self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, float]:
+    def _task_loss(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Per-row window sum, batch mean (each row's future loss is a sum over its windows),
         and the number of steps that counted."""
         batch = logits.shape[0]
         if self.params["objective"] == "bits":
-            per = F.binary_cross_entropy_with_logits(
-                logits, y.to(logits.dtype), reduction="none"
-            ).sum(-1)
+            per = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none").sum(-1)
         else:
-            y = (
-                y.long().reshape(batch, -1).expand(batch, logits.shape[1])
-            )  # a [B] label applies to every step
+            y = y.long().reshape(batch, -1).expand(batch, logits.shape[1])  # a [B] label applies to every step
             per = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
-        mask = (
-            mask.to(logits.dtype).reshape(batch, -1).expand_as(per)
-            if mask is not None
-            else torch.ones_like(per)
-        )
+        mask = mask.to(logits.dtype).reshape(batch, -1).expand_as(per) if mask is not None else torch.ones_like(per)
         return (per * mask).sum() / batch, float(mask.sum())
 
     def _context(self, context: dict, data: dict | None):
@@ -315,9 +254,7 @@ class RNN(Agent):
             if self._bootstrap_shift() != 0.0 and pred_T.abs().sum() > 0:
                 # The part of this window's initial-state gradient that the injected SG will
                 # cause, per unit of scale: _sg_regression re-weights it in the target.
-                w["sg_part"] = torch.autograd.grad(
-                    s_T, [w["h0"], w["c0"]], sg_math.unit(pred_T, batch), retain_graph=True
-                )
+                w["sg_part"] = torch.autograd.grad(s_T, [w["h0"], w["c0"]], sg_math.unit(pred_T, batch), retain_graph=True)
             if core.aux is not None:
                 target = pred_T.unsqueeze(1).expand(-1, w["hs"].shape[1], -1)
                 aux = F.mse_loss(core.aux(w["hs"]), target)
@@ -325,9 +262,7 @@ class RNN(Agent):
                 metrics["aux_loss"] = aux.item()
             sg_loss = self._sg_regression(batch)
             if sg_loss is not None:
-                total = (
-                    total + sg_loss - sg_loss.detach()
-                )  # trains M, keeps the reported loss clean
+                total = total + sg_loss - sg_loss.detach()  # trains M, keeps the reported loss clean
                 metrics["sg_loss"] = sg_loss.item()
                 if self._fit == self._fit:  # not nan: the target had energy
                     metrics["sg_fit"] = self._fit
@@ -338,9 +273,7 @@ class RNN(Agent):
         return total, metrics
 
     def _sg_math(self) -> SGArithmetic:
-        return SGArithmetic(
-            float(self.params["sg_scale"]), per_example=bool(self.params["sg_per_example"])
-        )
+        return SGArithmetic(float(self.params["sg_scale"]), per_example=bool(self.params["sg_per_example"]))
 
     def _bootstrap_shift(self) -> float:
         """sg_bootstrap - sg_scale: how much of the next SG the target adds beyond what was injected."""

@@ -40,15 +40,7 @@ class CopyTaskSource(Source):
 
     kind = "copy_task"
     outputs = ("x", "y", "mask")
-    defaults = {
-        "task": "copy",
-        "width": 8,
-        "length": 1,
-        "repeats": 1,
-        "window": 3,
-        "eval_windows": 20,
-        "desync": True,
-    }
+    defaults = {"task": "copy", "width": 8, "length": 1, "repeats": 1, "window": 3, "eval_windows": 20, "desync": True}
 
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)

@@ -25,10 +25,7 @@ class DatasetSource(Source):
     def __init__(self, name: str, params: dict) -> None:
         super().__init__(name, params)
         if self.params["dataset"] not in IMAGE_SETS:
-            raise ParamError(
-                "dataset",
-                f"unknown dataset {self.params['dataset']!r}; known: {sorted(IMAGE_SETS)}",
-            )
+            raise ParamError("dataset", f"unknown dataset {self.params['dataset']!r}; known: {sorted(IMAGE_SETS)}")
         self.image_shape, self._classes = IMAGE_SETS[self.params["dataset"]]
         self.stream: BatchStream | None = None
 

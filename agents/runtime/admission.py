@@ -34,19 +34,7 @@ from ...protocol.kinds import Kind
 from ...protocol.message import Message
 from ...protocol.plan import AgentPlan
 
-REASONS = (
-    "decode",
-    "run",
-    "kind",
-    "sender",
-    "port",
-    "tensor",
-    "dtype",
-    "shape",
-    "label",
-    "nonfinite",
-    "step",
-)
+REASONS = ("decode", "run", "kind", "sender", "port", "tensor", "dtype", "shape", "label", "nonfinite", "step")
 LABELS = "labels"  # the context port of class labels (heads, cDNI SG hosts)
 
 
@@ -78,11 +66,7 @@ class Admission:
             if not link.context and link.mode.carries_gradient
         }
         # Links of mode `none`: a gradient on one is of a kind this link never carries.
-        self.gradient_free = {
-            (link.dst, link.src_port)
-            for link in plan.out_links
-            if not link.context and not link.mode.carries_gradient
-        }
+        self.gradient_free = {(link.dst, link.src_port) for link in plan.out_links if not link.context and not link.mode.carries_gradient}
         self.max_batch = max(plan.run.batch_size, plan.run.eval_batch_size)
         # Under "stop" and "skip" no agent of the run sends a NaN or inf (it stops, or sends
         # zeros: agents/runtime/nonfinite.py), so one that arrives is refused; under "warn"
@@ -92,26 +76,17 @@ class Admission:
         # would crash the module (or train on a truncated float).
         self.num_classes = plan.num_classes
 
-    def _tensor(
-        self, msg: Message, name: str, shape: tuple[int, ...], floating: bool
-    ) -> str | None:
+    def _tensor(self, msg: Message, name: str, shape: tuple[int, ...], floating: bool) -> str | None:
         if set(msg.tensors) != {name}:
             return "tensor"
         array = msg.tensors[name]
         if floating and not _floating(array):
             return "dtype"
-        if (
-            array.ndim != len(shape) + 1
-            or tuple(array.shape[1:]) != shape
-            or not 1 <= array.shape[0] <= self.max_batch
-        ):
+        if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != shape or not 1 <= array.shape[0] <= self.max_batch:
             return "shape"
         if floating and self.finite_only and not np.isfinite(array).all():
             return "nonfinite"
-        if msg.port == LABELS and (
-            array.dtype.kind not in "iu"
-            or (array.size and not 0 <= array.min() <= array.max() < self.num_classes)
-        ):
+        if msg.port == LABELS and (array.dtype.kind not in "iu" or (array.size and not 0 <= array.min() <= array.max() < self.num_classes)):
             return "label"
         return None
 
@@ -159,8 +134,6 @@ class RejectLog:
         now = time.monotonic()
         if now >= self.next_summary:
             counts = ", ".join(f"{r} {n}" for r, n in sorted(self.quiet.items()))
-            self.log.warning(
-                "%s: rejected %d more messages (%s)", self.name, sum(self.quiet.values()), counts
-            )
+            self.log.warning("%s: rejected %d more messages (%s)", self.name, sum(self.quiet.values()), counts)
             self.quiet.clear()
             self.next_summary = now + self.interval_s

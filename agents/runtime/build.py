@@ -23,9 +23,5 @@ def build_core(plan: AgentPlan, agent: Agent | Source | None = None) -> AgentCor
     if agent is None:
         agent = resolve_kind(plan.kind)(plan.name, dict(plan.params))
     if isinstance(agent, Source):
-        return (
-            EnvDriver(agent, plan)
-            if getattr(agent, "closes_loop", False)
-            else SourceDriver(agent, plan)
-        )
+        return EnvDriver(agent, plan) if getattr(agent, "closes_loop", False) else SourceDriver(agent, plan)
     return ModuleStepper(agent, plan)

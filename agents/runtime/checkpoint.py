@@ -89,9 +89,7 @@ def load_verified(path: Path, sha256: str) -> dict:
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from err
     got = sha256_of(data)
     if got != sha256:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt: its SHA-256 is {got[:12]}..., the manifest says {sha256[:12]}..."
-        )
+        raise CheckpointError(f"checkpoint {path} is corrupt: its SHA-256 is {got[:12]}..., the manifest says {sha256[:12]}...")
     return torch.load(io.BytesIO(data), weights_only=True)
 
 

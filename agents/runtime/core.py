@@ -42,10 +42,7 @@ def make_optimizer(params, run: RunSettings, lr: float | None) -> torch.optim.Op
 def evaluation_summary(sums: dict[str, float]) -> dict[str, float]:
     """Accuracy and mean loss from the sums a terminal kind's `evaluate` returns."""
     total = max(sums.get("total", 0.0), 1.0)
-    return {
-        "test_accuracy": sums.get("correct", 0.0) / total,
-        "test_loss": sums.get("loss_sum", 0.0) / total,
-    }
+    return {"test_accuracy": sums.get("correct", 0.0) / total, "test_loss": sums.get("loss_sum", 0.0) / total}
 
 
 @dataclass
@@ -98,20 +95,14 @@ class AgentCore:
         """Whether the agent may take (or make) its next forward input."""
         return True
 
-    def send(
-        self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None
-    ) -> None:
+    def send(self, dest: str, plane: str, kind: Kind, port: str, step: int, tensors, meta=None) -> None:
         """Queue a data message for agent `dest` on `plane` (FORWARD or BACKWARD)."""
-        msg = Message(
-            kind=kind, src=self.name, port=port, step=step, tensors=tensors, meta=meta or {}
-        )
+        msg = Message(kind=kind, src=self.name, port=port, step=step, tensors=tensors, meta=meta or {})
         self.outbox.append((dest, plane, msg))
 
     def report(self, kind: Kind, meta: dict) -> None:
         """Queue a control message (metrics, error) for the orchestrator."""
-        self.outbox.append(
-            (CONTROL, "", Message(kind=kind, src=self.name, step=self.steps, meta=meta))
-        )
+        self.outbox.append((CONTROL, "", Message(kind=kind, src=self.name, step=self.steps, meta=meta)))
 
     def reject(self, reason: str) -> None:
         """Count a message that does not fit, under `reason`; it is dropped, never fatal."""
@@ -150,3 +141,4 @@ class AgentCore:
     def abandon(self, peer: str) -> int:
         """`peer` restarted: give up waiting for what it will never send; the waits dropped."""
         return 0
+

@@ -39,12 +39,7 @@ class SyntheticGradientModel(nn.Module):
     """
 
     def __init__(
-        self,
-        h_shape: Shape,
-        hidden: list[int],
-        context_classes: int = 0,
-        context_steps: int = 1,
-        context_features: int = 0,
+        self, h_shape: Shape, hidden: list[int], context_classes: int = 0, context_steps: int = 1, context_features: int = 0
     ) -> None:
         super().__init__()
         self.h_shape = tuple(h_shape)
@@ -85,9 +80,7 @@ class ConvSyntheticGradientModel(nn.Module):
     starts at zero, so an untrained model sends exactly zero, like the dense one.
     """
 
-    def __init__(
-        self, h_shape: Shape, hidden: list[int], context_classes: int = 0, kernel: int = 5
-    ) -> None:
+    def __init__(self, h_shape: Shape, hidden: list[int], context_classes: int = 0, kernel: int = 5) -> None:
         super().__init__()
         if len(h_shape) != 3:
             raise ValueError(f"a conv SG model needs a (C, H, W) activation, got {tuple(h_shape)}")
@@ -113,13 +106,7 @@ class ConvSyntheticGradientModel(nn.Module):
         return self.net(h)
 
 
-def build_sg_model(
-    sg: SGOptions,
-    h_shape: Shape,
-    context_classes: int,
-    context_steps: int = 1,
-    context_features: int = 0,
-) -> nn.Module:
+def build_sg_model(sg: SGOptions, h_shape: Shape, context_classes: int, context_steps: int = 1, context_features: int = 0) -> nn.Module:
     """The SG model a link's `sg` options describe (`model`, `hidden`, `context`, `kernel`).
 
     `model = "conv"` builds a convolutional SG for (C, H, W) activations; on a flat activation
@@ -257,18 +244,9 @@ class HostedSG(Regressor):
     """An SG model with its optimiser, its regression step and its running loss."""
 
     def __init__(
-        self,
-        sg: SGOptions,
-        h_shape: Shape,
-        context_classes: int,
-        lr: float,
-        context_steps: int = 1,
-        context_features: int = 0,
+        self, sg: SGOptions, h_shape: Shape, context_classes: int, lr: float, context_steps: int = 1, context_features: int = 0
     ) -> None:
-        super().__init__(
-            build_sg_model(sg, h_shape, context_classes, context_steps, context_features),
-            sg.lr or lr,
-        )
+        super().__init__(build_sg_model(sg, h_shape, context_classes, context_steps, context_features), sg.lr or lr)
         self.math = SGArithmetic(float(sg.scale), float(sg.lam))
 
     def predict(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
@@ -291,14 +269,7 @@ class SenderInterface:
     (the SG model still learns from the targets), `lam = 0` is plain DNI.
     """
 
-    def __init__(
-        self,
-        link: LinkPlan,
-        h_shape: Shape,
-        context_classes: int,
-        lr: float,
-        context_features: int = 0,
-    ) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float, context_features: int = 0) -> None:
         self.link = link
         self.mode = link.mode
         self.hosted: HostedSG | None = None
@@ -306,9 +277,7 @@ class SenderInterface:
         sg = link.sg
         if self.mode.has_sg_model and sg.sender_hosted:
             # Labels reach the sender stacked by its tick (they come from the source, tick 1).
-            self.hosted = HostedSG(
-                sg, h_shape, context_classes, lr, link.src_tick, context_features
-            )
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.src_tick, context_features)
             self.cache = StepCache(sg.cache)
         self.needs_context = bool(self.hosted and sg.context)
         self.lam = float(sg.lam) if self.hosted is not None else 0.0
@@ -366,14 +335,7 @@ class SenderInterface:
 class ReceiverInterface:
     """The receiver's end of a link: sends gradients back, or answers with a hosted SG model."""
 
-    def __init__(
-        self,
-        link: LinkPlan,
-        h_shape: Shape,
-        context_classes: int,
-        lr: float,
-        context_features: int = 0,
-    ) -> None:
+    def __init__(self, link: LinkPlan, h_shape: Shape, context_classes: int, lr: float, context_features: int = 0) -> None:
         self.link = link
         self.mode = link.mode
         self.hosted: HostedSG | None = None
@@ -381,9 +343,7 @@ class ReceiverInterface:
         self.answered: StepCache | None = None  # step -> the SG sent back, for `quality`
         self.quality: SGQuality | None = None
         if self.mode.has_sg_model and not sg.sender_hosted:
-            self.hosted = HostedSG(
-                sg, h_shape, context_classes, lr, link.dst_tick, context_features
-            )
+            self.hosted = HostedSG(sg, h_shape, context_classes, lr, link.dst_tick, context_features)
             self.answered = StepCache(sg.cache)
             self.quality = SGQuality(link.label)
         self.needs_context = bool(self.hosted and sg.context)
@@ -400,14 +360,7 @@ class ReceiverInterface:
         self.answered.put(step, (used,))
         return used
 
-    def learn(
-        self,
-        step: int,
-        h: torch.Tensor,
-        context: torch.Tensor | None,
-        target: torch.Tensor,
-        clock: int,
-    ) -> None:
+    def learn(self, step: int, h: torch.Tensor, context: torch.Tensor | None, target: torch.Tensor, clock: int) -> None:
         """Fit the hosted model on this end's own input gradient for `step`, scoring the
         answer sent for that step first (`clock`: the receiver's newest step now)."""
         assert self.hosted is not None and self.answered is not None

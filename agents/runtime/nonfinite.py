@@ -54,9 +54,7 @@ class NonFiniteGuard:
 
     def __init__(self, agent: str, policy: str, first: int = 5) -> None:
         if policy not in NONFINITE_POLICIES:
-            raise ValueError(
-                f"run.on_nonfinite must be one of {list(NONFINITE_POLICIES)}, got {policy!r}"
-            )
+            raise ValueError(f"run.on_nonfinite must be one of {list(NONFINITE_POLICIES)}, got {policy!r}")
         self.agent, self.policy, self.first = agent, policy, first
         self.counts: dict[str, int] = {}
 
@@ -73,16 +71,8 @@ class NonFiniteGuard:
         count = self.counts[quantity] = self.counts.get(quantity, 0) + 1
         if count <= self.first or count % 1000 == 0:
             action = "using it anyway" if self.policy == "warn" else "using zeros instead"
-            log.warning(
-                "%s: step %d: non-finite %s (%s), %s (run.on_nonfinite = %r; seen %d)",
-                self.agent,
-                step,
-                quantity,
-                where,
-                action,
-                self.policy,
-                count,
-            )
+            log.warning("%s: step %d: non-finite %s (%s), %s (run.on_nonfinite = %r; seen %d)",
+                        self.agent, step, quantity, where, action, self.policy, count)
         return tensor if self.policy == "warn" else torch.zeros_like(tensor)
 
     def metrics(self) -> dict[str, int]:
@@ -95,10 +85,6 @@ SMALL = 4096  # elements: below this numpy's check costs a few microseconds, tor
 def _finite(tensor: torch.Tensor) -> bool:
     """Every element finite.  Small CPU float tensors (RL's acting steps: a few rows) are
     checked through numpy, which skips torch's per-op dispatch."""
-    if (
-        tensor.numel() <= SMALL
-        and tensor.device.type == "cpu"
-        and tensor.dtype in (torch.float32, torch.float64)
-    ):
+    if tensor.numel() <= SMALL and tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
         return bool(np.isfinite(tensor.detach().numpy()).all())
     return bool(torch.isfinite(tensor).all())

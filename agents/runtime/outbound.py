@@ -54,7 +54,7 @@ class Outbound:
         return sock
 
     def _fate(self, dest: str, plane: str, msg: Message) -> str:
-        """ "send", or while `dest` is down "drop" (counted) or "hold" (the source's context)."""
+        """"send", or while `dest` is down "drop" (counted) or "hold" (the source's context)."""
         if dest not in self.down:
             return "send"
         if not self.is_source:

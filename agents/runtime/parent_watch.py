@@ -52,10 +52,7 @@ def _wait_for_exit(pid: int) -> None:
 
 def _alive(pid) -> bool:
     try:
-        return Path(f"/proc/{int(pid)}/stat").read_text().rpartition(")")[2].split()[0] not in (
-            "Z",
-            "X",
-        )
+        return Path(f"/proc/{int(pid)}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
     except (OSError, ValueError, TypeError, IndexError):
         return False
 
@@ -66,34 +63,21 @@ def _dead_agents_endpoints(run_dir: Path | None, endpoints: dict) -> list[str]:
     if run_dir is None:
         return []
     try:
-        pids = {
-            n: a.get("pid")
-            for n, a in json.loads((run_dir / "agents.json").read_text())["agents"].items()
-        }
+        pids = {n: a.get("pid") for n, a in json.loads((run_dir / "agents.json").read_text())["agents"].items()}
     except (OSError, ValueError, KeyError, AttributeError):
         return []
-    return [
-        e for n, planes in endpoints.items() if not _alive(pids.get(n)) for e in planes.values()
-    ]
+    return [e for n, planes in endpoints.items() if not _alive(pids.get(n)) for e in planes.values()]
 
 
-def remove_ipc_dir(
-    control_endpoint: str,
-    own: tuple[str, ...] = (),
-    run_dir: Path | None = None,
-    endpoints: dict | None = None,
-) -> None:
+def remove_ipc_dir(control_endpoint: str, own: tuple[str, ...] = (), run_dir: Path | None = None, endpoints: dict | None = None) -> None:
     """After the orchestrator died: remove its control socket file, `own` (this agent's ipc
     endpoints, when it cannot close its sockets) and those of agents that are gone, and, when
     this agent is the last out (the folder is empty), the run's ipc folder.  tcp runs have none."""
     if not control_endpoint.startswith("ipc://"):
         return
-    control = Path(control_endpoint[len("ipc://") :])
+    control = Path(control_endpoint[len("ipc://"):])
     others = _dead_agents_endpoints(run_dir, endpoints or {})
-    for path in (
-        control,
-        *(Path(e[len("ipc://") :]) for e in (*own, *others) if e.startswith("ipc://")),
-    ):
+    for path in (control, *(Path(e[len("ipc://"):]) for e in (*own, *others) if e.startswith("ipc://"))):
         try:
             path.unlink()
         except OSError:
@@ -122,9 +106,7 @@ class ParentWatch:
         log.warning("%s: the orchestrator (pid %d) is gone; stopping", self.name, self.pid)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(GRACE_S)
-        log.error(
-            "%s: still here %.0f s after the orchestrator died; exiting now", self.name, GRACE_S
-        )
+        log.error("%s: still here %.0f s after the orchestrator died; exiting now", self.name, GRACE_S)
         self.clean_up()
         os._exit(3)
 

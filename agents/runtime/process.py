@@ -122,9 +122,7 @@ class AgentProcess:
             # Empty until WELCOME names the peers; before that no peer knows our endpoints.
             self.allow = AllowList(logger=log)
             self.auth = start_authenticator(self.zctx, self.allow)
-        self.control = connect_dealer(
-            self.zctx, control_endpoint, identity=name, curve=control_keys
-        )
+        self.control = connect_dealer(self.zctx, control_endpoint, identity=name, curve=control_keys)
         self.core: AgentCore | None = None
         self.run_id = ""
         self.state = Lifecycle.SPAWNED
@@ -154,10 +152,7 @@ class AgentProcess:
     # ----------------------------------------------------------------- control plane
     def _send_control(self, kind: Kind, meta: dict | None = None) -> None:
         step = self.core.steps if self.core else 0
-        send_message(
-            self.control,
-            Message(kind=kind, src=self.name, run=self.run_id, step=step, meta=meta or {}),
-        )
+        send_message(self.control, Message(kind=kind, src=self.name, run=self.run_id, step=step, meta=meta or {}))
 
     def _await(self, kind: Kind, timeout_s: float) -> Message:
         deadline = time.monotonic() + timeout_s
@@ -169,21 +164,13 @@ class AgentProcess:
                 continue
             if msg.kind == Kind.STOP:
                 raise SystemExit(0)
-            if (
-                msg.kind == Kind.ERROR
-            ):  # refused (e.g. a name the run does not have): say why, leave
-                log.error(
-                    "%s: the orchestrator refused this agent: %s",
-                    self.name,
-                    msg.meta.get("error", ""),
-                )
+            if msg.kind == Kind.ERROR:  # refused (e.g. a name the run does not have): say why, leave
+                log.error("%s: the orchestrator refused this agent: %s", self.name, msg.meta.get("error", ""))
                 raise SystemExit(2)
             if msg.kind == kind:
                 self.last_heard = time.monotonic()
                 return msg
-        raise TimeoutError(
-            f"{self.name}: no {kind.name} from the orchestrator within {timeout_s:.0f} s"
-        )
+        raise TimeoutError(f"{self.name}: no {kind.name} from the orchestrator within {timeout_s:.0f} s")
 
     def _on_control(self, msg: Message) -> None:
         self.last_heard = time.monotonic()
@@ -203,12 +190,8 @@ class AgentProcess:
         if isinstance(down, list):
             now_down = {peer for peer in down if isinstance(peer, str) and peer != self.name}
             for peer in sorted(now_down - self.out.down):
-                log.warning(
-                    "%s: %s is down; what this agent sends it is %s",
-                    self.name,
-                    peer,
-                    "held" if self.core.is_source else "dropped and counted",
-                )
+                log.warning("%s: %s is down; what this agent sends it is %s", self.name, peer,
+                            "held" if self.core.is_source else "dropped and counted")
                 self.out.went_down(peer)
         if isinstance(born, dict):
             for peer, n in born.items():
@@ -218,23 +201,14 @@ class AgentProcess:
                         self.out.came_back(peer)
                         given_up = self.core.abandon(peer)
                         if given_up:
-                            log.warning(
-                                "%s: %s restarted; gave up %d gradient waits on it",
-                                self.name,
-                                peer,
-                                given_up,
-                            )
+                            log.warning("%s: %s restarted; gave up %d gradient waits on it", self.name, peer, given_up)
                         self._queue_outbox()
 
     def _on_checkpoint(self, meta: dict) -> None:
         """CHECKPOINT {id, dir[, step]}: the source saves now; every other agent once its
         clock reaches `step` (the source's), so the set is one consistent cut of the run."""
         ident, folder, step = meta.get("id"), meta.get("dir"), meta.get("step")
-        if (
-            not isinstance(ident, int)
-            or not isinstance(folder, str)
-            or not (step is None or isinstance(step, int))
-        ):
+        if not isinstance(ident, int) or not isinstance(folder, str) or not (step is None or isinstance(step, int)):
             self.reject_log("checkpoint", f"CHECKPOINT with meta {meta!r}")
             return
         self.wanted = (ident, -1 if step is None else step, folder)
@@ -250,18 +224,9 @@ class AgentProcess:
         try:
             sha = save_atomic(path, self.core.state_dict(), make_folder=False)
         except OSError as err:  # e.g. the round was abandoned and its folder removed
-            log.warning(
-                "%s: checkpoint %d not written (%s); training goes on", self.name, ident, err
-            )
+            log.warning("%s: checkpoint %d not written (%s); training goes on", self.name, ident, err)
             return
-        meta = {
-            "id": ident,
-            "step": self.core.clock,
-            "steps": self.core.steps,
-            "file": str(path),
-            "sha256": sha,
-            "save_s": time.monotonic() - t0,
-        }
+        meta = {"id": ident, "step": self.core.clock, "steps": self.core.steps, "file": str(path), "sha256": sha, "save_s": time.monotonic() - t0}
         self._send_control(Kind.CHECKPOINT, meta)
 
     # ----------------------------------------------------------------- set-up
@@ -271,10 +236,7 @@ class AgentProcess:
         self.state = self.state.advance(Lifecycle.REGISTERED)
         welcome = self._await(Kind.WELCOME, timeout_s)
         self.run_id = welcome.run
-        plan, self.endpoints = (
-            AgentPlan.from_wire(welcome.meta["spec"]),
-            welcome.meta.get("endpoints", {}),
-        )
+        plan, self.endpoints = AgentPlan.from_wire(welcome.meta["spec"]), welcome.meta.get("endpoints", {})
         self.run_dir = Path(welcome.meta["run_dir"])
         self.hwm = plan.run.hwm
         if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
@@ -284,9 +246,7 @@ class AgentProcess:
             self.core.tracer = Tracer()
         self.out = Outbound(self._connect, self.core.is_source)
         self.heartbeat_s = plan.run.heartbeat_s
-        self.incarnations = {
-            str(n): int(i) for n, i in welcome.meta.get("incarnations", {}).items()
-        }
+        self.incarnations = {str(n): int(i) for n, i in welcome.meta.get("incarnations", {}).items()}
         restore = welcome.meta.get("restore")
         if restore:  # a restart, or `synthgrad run --resume`: continue from the checkpoint
             self.core.load_state_dict(load_verified(Path(restore["file"]), restore["sha256"]))
@@ -305,9 +265,7 @@ class AgentProcess:
         else:
             fwd_at, bwd_at = self.endpoints[self.name][FORWARD], self.endpoints[self.name][BACKWARD]
         self.fwd, fwd_bound = bind_pull(self.zctx, fwd_at, hwm=self.hwm, curve=self.own_keys)
-        self.bwd, bwd_bound = bind_pull(
-            self.zctx, bwd_at, hwm=0, curve=self.own_keys
-        )  # gradients are always drained
+        self.bwd, bwd_bound = bind_pull(self.zctx, bwd_at, hwm=0, curve=self.own_keys)  # gradients are always drained
         if self.watch is not None:  # what to unlink should the orchestrator die
             self.watch.own = (fwd_bound, bwd_bound)
             self.watch.run_dir, self.watch.endpoints = self.run_dir, dict(self.endpoints)
@@ -328,21 +286,15 @@ class AgentProcess:
         """This clock's offset to the orchestrator's, from the ready/START round trip (the
         orchestrator is idle then and reads the ready heartbeat at once: its receive time is
         exact, so the estimate is good to half the round trip; trace.clock_offset)."""
-        if isinstance(clock, dict) and all(
-            isinstance(clock.get(k), int) for k in ("received_ns", "sent_ns")
-        ):
-            self.clock_offset_ns, self.round_trip_ns = clock_offset(
-                sent_ns, received_ns, clock["received_ns"], clock["sent_ns"]
-            )
+        if isinstance(clock, dict) and all(isinstance(clock.get(k), int) for k in ("received_ns", "sent_ns")):
+            self.clock_offset_ns, self.round_trip_ns = clock_offset(sent_ns, received_ns, clock["received_ns"], clock["sent_ns"])
 
     def _connect(self, dest: str, plane: str) -> zmq.Socket:
         """A PUSH to peer `dest`'s `plane` (Outbound makes one per peer and plane, lazily)."""
         hwm = self.hwm if plane == FORWARD else 0
         curve = None
         if self.own_keys is not None:  # the peer must prove it holds the key WELCOME gave
-            curve = CurveKeys(
-                self.own_keys.public, self.own_keys.secret, self.peer_keys[dest].encode()
-            )
+            curve = CurveKeys(self.own_keys.public, self.own_keys.secret, self.peer_keys[dest].encode())
         return connect_push(self.zctx, self.endpoints[dest][plane], hwm=hwm, curve=curve)
 
     # ----------------------------------------------------------------- the loop
@@ -354,9 +306,7 @@ class AgentProcess:
                 send_message(self.control, msg)
             else:
                 if trace:
-                    self.core.tracer.flow(
-                        flow_key(self.name, dest, msg.kind.name, msg.port, msg.step), out=True
-                    )
+                    self.core.tracer.flow(flow_key(self.name, dest, msg.kind.name, msg.port, msg.step), out=True)
                 self.out.put(dest, plane, msg)
         self.core.outbox.clear()
 
@@ -397,25 +347,17 @@ class AgentProcess:
             self._reject("run", f"{msg.kind.name} from {msg.src!r} for run {msg.run!r}")
             return False
         if authenticated and self.peer_keys.get(msg.src) != user:
-            self._reject(
-                "sender",
-                f"{msg.kind.name} claims to come from {msg.src!r} but its connection holds key {user!r}",
-            )
+            self._reject("sender", f"{msg.kind.name} claims to come from {msg.src!r} but its connection holds key {user!r}")
             return False
         reason = check(msg) if check is not None else None
         if reason is not None:
             shapes = {name: (str(a.dtype), a.shape) for name, a in msg.tensors.items()}
-            self._reject(
-                reason,
-                f"{msg.kind.name} from {msg.src!r} to port {msg.port!r}, step {msg.step}, tensors {shapes}",
-            )
+            self._reject(reason, f"{msg.kind.name} from {msg.src!r} to port {msg.port!r}, step {msg.step}, tensors {shapes}")
             return False
         if sock is not self.control:
             self.messages_in += 1
             if self.core.tracer.enabled:
-                self.core.tracer.flow(
-                    flow_key(msg.src, self.name, msg.kind.name, msg.port, msg.step), out=False
-                )
+                self.core.tracer.flow(flow_key(msg.src, self.name, msg.kind.name, msg.port, msg.step), out=False)
         return msg
 
     def _drain(self, sock: zmq.Socket, handle, check=None) -> None:
@@ -514,9 +456,7 @@ class AgentProcess:
         merges them), at the end and after a failure too (its track shows what led to it)."""
         if self.tracer.enabled:
             try:
-                self.tracer.write(
-                    self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns
-                )
+                self.tracer.write(self.run_dir / "trace", self.name, self.clock_offset_ns, self.round_trip_ns)
             except OSError as err:  # e.g. a full disk: the run's results matter more
                 log.warning("%s: trace not written (%s)", self.name, err)
             self.core.tracer = NULL_TRACER  # written once
@@ -534,11 +474,7 @@ class AgentProcess:
 
 
 def agent_main(
-    name: str,
-    control_endpoint: str,
-    log_path: str | None = None,
-    keys_dir: str | None = None,
-    parent_pid: int | None = None,
+    name: str, control_endpoint: str, log_path: str | None = None, keys_dir: str | None = None, parent_pid: int | None = None
 ) -> None:
     """Entry point of an agent process (what the launcher starts); `keys_dir` on tcp;
     `parent_pid`: the orchestrator's pid, watched so that the agent never outlives it."""

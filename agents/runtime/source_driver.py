@@ -45,15 +45,7 @@ class SourceDriver(AgentCore):
             self._final = (round_, done)
         batches = list(self.agent.eval_batches(self.run.eval_batch_size))
         for i, batch in enumerate(batches):
-            yield (
-                batch,
-                {
-                    "eval": round_,
-                    "last": i == len(batches) - 1,
-                    "final": final,
-                    "train_steps": done,
-                },
-            )
+            yield batch, {"eval": round_, "last": i == len(batches) - 1, "final": final, "train_steps": done}
 
     def abandon(self, peer: str) -> int:
         """`peer` restarted: if the final evaluation has begun, it may have been lost with
@@ -93,9 +85,7 @@ class SourceDriver(AgentCore):
                 self.steps += 1
             self._next_step += 1
         if self.steps != int(state["steps"]):
-            raise ValueError(
-                f"source {self.name}: replaying to step {state['next_step']} drew {self.steps} batches, the checkpoint says {state['steps']}"
-            )
+            raise ValueError(f"source {self.name}: replaying to step {state['next_step']} drew {self.steps} batches, the checkpoint says {state['steps']}")
 
     def produce(self) -> bool:
         """Emit the next batch; False once the budget (and final evaluation) is done."""
@@ -112,7 +102,5 @@ class SourceDriver(AgentCore):
         self._next_step += 1
         for link in self.out_links:
             kind = Kind.CTX if link.context else Kind.ACT
-            self.send(
-                link.dst, FORWARD, kind, link.dst_port, step, {"x": batch[link.src_port]}, meta
-            )
+            self.send(link.dst, FORWARD, kind, link.dst_port, step, {"x": batch[link.src_port]}, meta)
         return True

@@ -74,14 +74,7 @@ class ModuleStepper(AgentCore):
         # Evaluation and acting switch the module to eval mode only if that changes anything
         # (batch norm, dropout): the switch walks every submodule, dearer than a small forward.
         self._modal = any(
-            isinstance(
-                m,
-                (
-                    nn.modules.batchnorm._BatchNorm,
-                    nn.modules.dropout._DropoutNd,
-                    nn.modules.instancenorm._InstanceNorm,
-                ),
-            )
+            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm))
             or type(m).train is not nn.Module.train
             for m in module.modules()
         )
@@ -95,16 +88,12 @@ class ModuleStepper(AgentCore):
         self.sg_context = "rollout" if "rollout" in plan.in_shapes else "labels"
         features = plan.in_shapes["rollout"][-1] - 1 if self.sg_context == "rollout" else 0
         self.senders = {
-            link.index: SenderInterface(
-                link, tuple(out_shapes[link.src_port]), classes, rate, features
-            )
+            link.index: SenderInterface(link, tuple(out_shapes[link.src_port]), classes, rate, features)
             for link in self.out_links
             if not link.context
         }
         self.receivers = {
-            link.index: ReceiverInterface(
-                link, plan.in_shapes[link.dst_port], classes, rate, features
-            )
+            link.index: ReceiverInterface(link, plan.in_shapes[link.dst_port], classes, rate, features)
             for link in self.in_links.values()
             if not link.context
         }
@@ -118,15 +107,11 @@ class ModuleStepper(AgentCore):
         self.held_acting: dict[int, dict] = {}
         self._lr_frac = 1.0  # the env's learning-rate annealing factor (meta "lr_frac")
         self.pending: dict[int, dict[str, dict[int, tuple[np.ndarray, dict]]]] = {}
-        self.in_steps: dict[
-            int, dict[str, list[int]]
-        ] = {}  # block step -> each port's message steps
+        self.in_steps: dict[int, dict[str, list[int]]] = {}  # block step -> each port's message steps
         self.parked: dict[int, _Parked] = {}
         # A sender waiting for true gradients from a slower receiver runs ahead until the
         # receiver's block is complete (its gradient comes only then).
-        self.park_limit = max(
-            [link.dst_tick // self.tick for link in self.out_links if not link.context] + [1]
-        )
+        self.park_limit = max([link.dst_tick // self.tick for link in self.out_links if not link.context] + [1])
         self.eval_sums: dict[str, float] = {}
         self.eval_round = None  # the evaluation round eval_sums belong to
         self.last_block = -1  # the last block (step) this agent ran
@@ -143,9 +128,7 @@ class ModuleStepper(AgentCore):
         self.updates = 0  # optimiser steps taken (fewer than `steps` when p_update < 1)
         self.guard = NonFiniteGuard(self.name, self.run.on_nonfinite)
         self.unlocked = None
-        if any(
-            link.mode.has_synthetic_input and not link.context for link in self.in_links.values()
-        ):
+        if any(link.mode.has_synthetic_input and not link.context for link in self.in_links.values()):
             self.unlocked = UnlockedSchedule(self, rate)
 
     @property
@@ -164,9 +147,7 @@ class ModuleStepper(AgentCore):
             return
         block = msg.step - msg.step % self.tick + self.tick - 1  # the step this agent acts on
         # A step already done, or (unless rejoining: its peers went on) one too far ahead to be real.
-        if block <= self.last_block or (
-            not self.rejoining and block > self.last_block + self.step_window
-        ):
+        if block <= self.last_block or (not self.rejoining and block > self.last_block + self.step_window):
             self.reject("step")
             return
         ports = self.pending.setdefault(block, {})
@@ -176,9 +157,7 @@ class ModuleStepper(AgentCore):
             return
         by_step[msg.step] = (msg.tensors["x"], msg.meta)
         needed = self.acting_ports if "act" in msg.meta else self.required
-        if len(ports) == len(needed) and all(
-            len(ports[p]) == self.per_block.get(p, 1) for p in ports
-        ):
+        if len(ports) == len(needed) and all(len(ports[p]) == self.per_block.get(p, 1) for p in ports):
             del self.pending[block]
             if len({array.shape[0] for by in ports.values() for array, _ in by.values()}) > 1:
                 self.reject("shape")  # the ports disagree on the batch: the step cannot run
@@ -221,9 +200,7 @@ class ModuleStepper(AgentCore):
             self.last_block = max(self.last_block, block)
             self.run_step(block, self._join(block, ports))
 
-    def _join(
-        self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]
-    ) -> dict[str, tuple[np.ndarray, dict]]:
+    def _join(self, block: int, ports: dict[str, dict[int, tuple[np.ndarray, dict]]]) -> dict[str, tuple[np.ndarray, dict]]:
         """One (array, meta) per port: a lone message as is, several stacked on dim 1 by step."""
         joined, steps = {}, {}
         for port, by_step in ports.items():
@@ -238,11 +215,7 @@ class ModuleStepper(AgentCore):
 
     def context_of(self, inputs: dict[str, tuple[np.ndarray, dict]]) -> dict[str, torch.Tensor]:
         """The context tensors (labels, data) among a step's joined inputs."""
-        return {
-            p: to_tensor(a)
-            for p, (a, _) in inputs.items()
-            if p not in self.in_links or self.in_links[p].context
-        }
+        return {p: to_tensor(a) for p, (a, _) in inputs.items() if p not in self.in_links or self.in_links[p].context}
 
     def run_step(self, step: int, inputs: dict[str, tuple[np.ndarray, dict]]) -> None:
         """Run the step (training or, by its meta, evaluation or acting) whose inputs are all here."""
@@ -319,24 +292,14 @@ class ModuleStepper(AgentCore):
         else:
             self._update(step, xs, outputs, context, loss, grads, synthetic, held)
 
-    def send_forward(
-        self, step: int, outputs: dict[str, torch.Tensor], meta: dict | None = None
-    ) -> None:
+    def send_forward(self, step: int, outputs: dict[str, torch.Tensor], meta: dict | None = None) -> None:
         """Send each output port's tensor down every link out of that port; a feedback link
         (into an env agent) carries acting steps' answers only."""
         acting = meta is not None and "act" in meta
         for link in self.out_links:
             if link.feedback and not acting:
                 continue
-            self.send(
-                link.dst,
-                FORWARD,
-                Kind.ACT,
-                link.dst_port,
-                step,
-                {"x": to_array(outputs[link.src_port])},
-                meta,
-            )
+            self.send(link.dst, FORWARD, Kind.ACT, link.dst_port, step, {"x": to_array(outputs[link.src_port])}, meta)
 
     def send_upstream(self, link: LinkPlan, kind: Kind, step: int, grad: torch.Tensor) -> None:
         """Send an input gradient back (GRAD, a gradient target, or SYNTH_GRAD); a stacked
@@ -357,9 +320,7 @@ class ModuleStepper(AgentCore):
             for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
                 group["lr"] = base * factor
 
-    def _update(
-        self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None
-    ) -> None:
+    def _update(self, step, xs, outputs, context, loss, grads, synthetic=frozenset(), held=None) -> None:
         self._apply([(step, xs, outputs, context, loss, grads)], synthetic, held)
 
     def _apply(self, items, synthetic=frozenset(), held=None) -> None:
@@ -384,9 +345,7 @@ class ModuleStepper(AgentCore):
             if self.p_update >= 1.0 or (self.p_update > 0.0 and self._rng.random() < self.p_update):
                 self._decay_lr(max(item[0] for item in items))
                 if self.run.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
-                        self.agent.module.parameters(), self.run.max_grad_norm
-                    )
+                    torch.nn.utils.clip_grad_norm_(self.agent.module.parameters(), self.run.max_grad_norm)
                 with trace.span("optimizer", last):
                     self.optimizer.step()
                 self.updates += 1
@@ -415,10 +374,7 @@ class ModuleStepper(AgentCore):
             module.eval()
         with torch.no_grad(), self.tracer.span("evaluate", step):
             outputs = self.agent.forward(xs)
-            outputs = {
-                p: self.guard.check(o, step, "activation", f"port {p}, evaluation")
-                for p, o in outputs.items()
-            }
+            outputs = {p: self.guard.check(o, step, "activation", f"port {p}, evaluation") for p, o in outputs.items()}
             if "act" in meta:
                 outputs = self.agent.act(outputs)  # a policy head's answer; others pass through
             elif self.agent.terminal:
@@ -433,15 +389,7 @@ class ModuleStepper(AgentCore):
         if self.agent.terminal and meta.get("last"):
             summary = evaluation_summary(self.eval_sums)
             self.eval_sums = {}
-            self.report(
-                Kind.METRICS,
-                {
-                    "eval": meta["eval"],
-                    "final": meta["final"],
-                    "train_steps": meta["train_steps"],
-                    **summary,
-                },
-            )
+            self.report(Kind.METRICS, {"eval": meta["eval"], "final": meta["final"], "train_steps": meta["train_steps"], **summary})
             if meta["final"]:
                 self.finished = True
 
@@ -480,10 +428,7 @@ class ModuleStepper(AgentCore):
 
     def _release_parked(self) -> None:
         if self.parked and all(not p.waiting for p in self.parked.values()):
-            items = [
-                (s, p.inputs, p.outputs, p.context, p.loss, p.grads)
-                for s, p in sorted(self.parked.items())
-            ]
+            items = [(s, p.inputs, p.outputs, p.context, p.loss, p.grads) for s, p in sorted(self.parked.items())]
             self.parked.clear()
             self._apply(items)
 
@@ -529,9 +474,7 @@ class ModuleStepper(AgentCore):
                 out[f"dropped.sg_cache.{sender.link.key}"] = sender.cache.evicted
         for peer, n in self.waits_dropped.items():
             out[f"dropped.gradient_wait.{peer}"] = n
-        incomplete = self.incomplete + (
-            self.unlocked.incomplete if self.unlocked is not None else 0
-        )
+        incomplete = self.incomplete + (self.unlocked.incomplete if self.unlocked is not None else 0)
         if incomplete:
             out["dropped.incomplete_step"] = incomplete
         if self.unlocked is not None:
@@ -580,10 +523,6 @@ class ModuleStepper(AgentCore):
         if self.unlocked is not None:
             self.unlocked.load(state["synthetic_inputs"])
             self.unlocked.cursor = int(state["cursor"])
-        self.steps, self.updates, self.last_block = (
-            int(state["steps"]),
-            int(state["updates"]),
-            int(state["last_block"]),
-        )
+        self.steps, self.updates, self.last_block = int(state["steps"]), int(state["updates"]), int(state["last_block"])
         set_rng_state(state["rng"], self._rng)
         self.rejoin()

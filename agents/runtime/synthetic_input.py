@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the stepper builds this schedule; this module never imports
 DATA_PORT = "data"  # the context port on which an unlocked layer receives the source's x
 
 
+
 class SyntheticInputModel(nn.Module):
     """Predicts a layer's input h from the data x: an MLP (the paper: one hidden layer)."""
 
@@ -104,9 +105,7 @@ class UnlockedSchedule:
 
     def on_forward(self, msg: Message) -> None:
         """Buffer one input; run every phase that is now due."""
-        if msg.step < self.cursor or (
-            not self.rejoining and msg.step > self.cursor + self.core.step_window
-        ):
+        if msg.step < self.cursor or (not self.rejoining and msg.step > self.cursor + self.core.step_window):
             self.core.reject("step")  # done already, or too far ahead to be real
             return
         ports = self.pending.setdefault(msg.step, {})
@@ -160,20 +159,14 @@ class UnlockedSchedule:
         for port, link in core.in_links.items():
             if link.context:
                 continue
-            x = (
-                self.inputs[port].predict(data)
-                if port in self.inputs
-                else to_tensor(inputs[port][0])
-            )
+            x = self.inputs[port].predict(data) if port in self.inputs else to_tensor(inputs[port][0])
             if link.mode.carries_gradient and not link.from_source:
                 x.requires_grad_(True)
             xs[port] = x
         self.held = {}
         # Batch-norm's running statistics are what evaluation uses on the real chain: only
         # real inputs (phase B) move them, so A freezes them (momentum 0) for its forward.
-        norms = [
-            m for m in core.agent.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        ]
+        norms = [m for m in core.agent.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [m.momentum for m in norms]
         for m in norms:
             m.momentum = 0.0

@@ -34,6 +34,4 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     if array.dtype == _BF16:
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).float()
     tensor = torch.from_numpy(array)
-    return (
-        tensor.float() if tensor.is_floating_point() and tensor.dtype != torch.float32 else tensor
-    )
+    return tensor.float() if tensor.is_floating_point() and tensor.dtype != torch.float32 else tensor

@@ -41,9 +41,7 @@ LIMIT = 200_000  # events kept per agent (spans and flow ends together)
 _NOOP = nullcontext()
 
 
-def clock_offset(
-    sent_ns: int, received_ns: int, peer_received_ns: int, peer_sent_ns: int
-) -> tuple[int, int]:
+def clock_offset(sent_ns: int, received_ns: int, peer_received_ns: int, peer_sent_ns: int) -> tuple[int, int]:
     """(offset, round trip) in ns of a peer's clock against ours, from one round trip (NTP).
 
     We sent at `sent_ns` (our clock), the peer received at `peer_received_ns` and answered at

@@ -18,24 +18,7 @@ from .presets import FabricSpec, load_spec, preset_names
 from .simulate import SimResult, SimulationError, simulate
 
 __all__ = [
-    "METHODS",
-    "AgentCost",
-    "Fabric",
-    "FabricError",
-    "FabricSpec",
-    "LinkCost",
-    "Placement",
-    "PlacementError",
-    "SimResult",
-    "SimulationError",
-    "UnknownName",
-    "Workload",
-    "chain_workload",
-    "cpu_plan",
-    "load_spec",
-    "place",
-    "place_problem",
-    "place_topology",
-    "preset_names",
-    "simulate",
+    "METHODS", "AgentCost", "Fabric", "FabricError", "FabricSpec", "LinkCost", "Placement", "PlacementError",
+    "SimResult", "SimulationError", "UnknownName", "Workload", "chain_workload", "cpu_plan", "load_spec", "place",
+    "place_problem", "place_topology", "preset_names", "simulate",
 ]

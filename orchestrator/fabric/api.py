@@ -17,13 +17,8 @@ def _greedy_swaps(problem: Problem, seconds: float):
     return swaps(problem, greedy(problem), deadline=time.perf_counter() + seconds)
 
 
-def place_problem(
-    problem: Problem,
-    method: str = "anneal",
-    seconds: float = 10.0,
-    seed: int = 0,
-    start: Placement | None = None,
-) -> Placement:
+def place_problem(problem: Problem, method: str = "anneal", seconds: float = 10.0, seed: int = 0,
+                  start: Placement | None = None) -> Placement:
     """Place an already built `Problem` with one method (see `METHODS`)."""
     if method == "row-major":
         return timed(method, problem, first_fit)
@@ -40,17 +35,8 @@ def place_problem(
     raise UnknownName("placement method", method, METHODS)
 
 
-def place(
-    workload: Workload,
-    fabric: Fabric | str,
-    method: str = "anneal",
-    *,
-    microbatches: int = 1,
-    schedule: str = "gpipe",
-    lam: float = DEFAULT_LAM,
-    seconds: float = 10.0,
-    seed: int = 0,
-) -> Placement:
+def place(workload: Workload, fabric: Fabric | str, method: str = "anneal", *, microbatches: int = 1,
+          schedule: str = "gpipe", lam: float = DEFAULT_LAM, seconds: float = 10.0, seed: int = 0) -> Placement:
     """Place a workload's agents on a fabric.
 
     Raises:
@@ -65,15 +51,8 @@ def place(
     return place_problem(problem, method, seconds, seed)
 
 
-def place_topology(
-    topology,
-    fabric_name: str = "wormhole_n150",
-    method: str = "anneal",
-    *,
-    seconds: float = 10.0,
-    seed: int = 0,
-    module_builder=None,
-) -> Placement:
+def place_topology(topology, fabric_name: str = "wormhole_n150", method: str = "anneal", *,
+                   seconds: float = 10.0, seed: int = 0, module_builder=None) -> Placement:
     """Place a loaded topology (`synthgrad.orchestrator.config.load_topology`) on a fabric.
 
     Costs come from the agents' real modules (`modelcost.costs_from_topology`).
@@ -92,10 +71,7 @@ def cpu_plan(placement: Placement, cpus: list[int]) -> dict[str, int]:
         raise ValueError("cpu_plan needs at least one CPU")
     problem = placement.problem
     names = sorted(problem.agent_names, key=lambda n: min(placement.cores_of(n)))
-    load = {
-        n: sum(problem.unit_load[u] for u in problem.agent_units[problem.agent_names.index(n)])
-        for n in names
-    }
+    load = {n: sum(problem.unit_load[u] for u in problem.agent_units[problem.agent_names.index(n)]) for n in names}
     total = sum(load.values()) or 1.0
     plan, acc = {}, 0.0
     for name in names:

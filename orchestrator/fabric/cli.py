@@ -37,49 +37,28 @@ SIMULATE_EXAMPLES = f"""examples:
   synthgrad simulate examples/chain64.toml --fabric wormhole_t3000 --mode backprop --microbatches 8 --schedule 1f1b
   synthgrad simulate examples/two_timescale_fabric.toml --fabric wormhole_n150 --trace tt.json --png tt.png --json
 
-modes: {", ".join(SIM_MODES)} (default: each link's own mode); schedules: {", ".join(SCHEDULES)}
+modes: {', '.join(SIM_MODES)} (default: each link's own mode); schedules: {', '.join(SCHEDULES)}
 {_KNOWN}
 Open a --trace file in https://ui.perfetto.dev (or chrome://tracing)."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="topology file (TOML)")
-    p.add_argument(
-        "--fabric", required=True, metavar="PRESET", help="a preset name or a fabric .toml file"
-    )
-    p.add_argument(
-        "--method",
-        default="anneal",
-        metavar="M",
-        help=f"placement method: {', '.join(METHODS)} (default anneal)",
-    )
-    p.add_argument(
-        "--seconds", type=float, default=10.0, help="time budget of greedy and anneal (default 10)"
-    )
+    p.add_argument("--fabric", required=True, metavar="PRESET", help="a preset name or a fabric .toml file")
+    p.add_argument("--method", default="anneal", metavar="M", help=f"placement method: {', '.join(METHODS)} (default anneal)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time budget of greedy and anneal (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the annealing (default 0)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a topology key, e.g. run.batch_size=64",
-    )
-    p.add_argument(
-        "--png", type=Path, metavar="OUT", help="write core-load and link-load heatmaps here"
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a topology key, e.g. run.batch_size=64")
+    p.add_argument("--png", type=Path, metavar="OUT", help="write core-load and link-load heatmaps here")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def add_place_parser(subparsers) -> argparse.ArgumentParser:
     """Add `place`: put a topology's agents on a modelled fabric and report the cost."""
     p = subparsers.add_parser(
-        "place",
-        help="place a topology's agents on a modelled fabric",
-        formatter_class=_FMT,
+        "place", help="place a topology's agents on a modelled fabric", formatter_class=_FMT,
         description="Place every agent of a topology on cores of a modelled Tenstorrent-like fabric, "
-        "respecting SRAM, and report hop-bytes and the busiest link.",
-        epilog=PLACE_EXAMPLES,
-    )
+        "respecting SRAM, and report hop-bytes and the busiest link.", epilog=PLACE_EXAMPLES)
     _common(p)
     p.set_defaults(func=cmd_place)
     return p
@@ -88,37 +67,16 @@ def add_place_parser(subparsers) -> argparse.ArgumentParser:
 def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     """Add `simulate`: place, then predict step time, throughput and utilisation."""
     p = subparsers.add_parser(
-        "simulate",
-        help="predict step time and throughput of a topology on a fabric",
-        formatter_class=_FMT,
+        "simulate", help="predict step time and throughput of a topology on a fabric", formatter_class=_FMT,
         description="Place a topology on a modelled fabric, then simulate training (discrete events, "
         "fair-share contention on NoC and Ethernet links) and report samples/s and utilisation.",
-        epilog=SIMULATE_EXAMPLES,
-    )
+        epilog=SIMULATE_EXAMPLES)
     _common(p)
-    p.add_argument(
-        "--mode",
-        default=None,
-        metavar="M",
-        help=f"set every gradient-carrying link to: {', '.join(SIM_MODES)}",
-    )
-    p.add_argument(
-        "--microbatches",
-        type=int,
-        default=1,
-        metavar="M",
-        help="micro-batches per batch (default 1)",
-    )
-    p.add_argument(
-        "--schedule",
-        default="gpipe",
-        metavar="S",
-        help=f"locked pipeline schedule: {', '.join(SCHEDULES)}",
-    )
+    p.add_argument("--mode", default=None, metavar="M", help=f"set every gradient-carrying link to: {', '.join(SIM_MODES)}")
+    p.add_argument("--microbatches", type=int, default=1, metavar="M", help="micro-batches per batch (default 1)")
+    p.add_argument("--schedule", default="gpipe", metavar="S", help=f"locked pipeline schedule: {', '.join(SCHEDULES)}")
     p.add_argument("--steps", type=int, default=12, help="batches to simulate (default 12)")
-    p.add_argument(
-        "--trace", type=Path, metavar="OUT.json", help="write the simulated timeline (Chrome trace)"
-    )
+    p.add_argument("--trace", type=Path, metavar="OUT.json", help="write the simulated timeline (Chrome trace)")
     p.set_defaults(func=cmd_simulate)
     return p
 
@@ -142,15 +100,7 @@ def _workload(args, microbatches: int = 1):
 def _user_errors():
     from ..config import ConfigError
 
-    return (
-        ConfigError,
-        FabricError,
-        UnknownName,
-        PlacementError,
-        SimulationError,
-        ValueError,
-        OSError,
-    )
+    return (ConfigError, FabricError, UnknownName, PlacementError, SimulationError, ValueError, OSError)
 
 
 def cmd_place(args) -> int:
@@ -197,23 +147,10 @@ def cmd_simulate(args) -> int:
             raise ValueError("--microbatches and --steps must be at least 1")
         fabric = Fabric.from_name(args.fabric)
         workload = _workload(args, args.microbatches).with_mode(args.mode)
-        pl = place(
-            workload,
-            fabric,
-            args.method,
-            microbatches=args.microbatches,
-            schedule=args.schedule,
-            seconds=args.seconds,
-            seed=args.seed,
-        )
-        result = simulate(
-            pl,
-            args.mode,
-            args.microbatches,
-            args.schedule,
-            steps=args.steps,
-            trace=args.trace is not None,
-        )
+        pl = place(workload, fabric, args.method, microbatches=args.microbatches, schedule=args.schedule,
+                   seconds=args.seconds, seed=args.seed)
+        result = simulate(pl, args.mode, args.microbatches, args.schedule, steps=args.steps,
+                          trace=args.trace is not None)
         if args.trace:
             write_trace(result, args.trace)
         if args.png:
@@ -227,15 +164,8 @@ def cmd_simulate(args) -> int:
         if path:
             print(f"wrote {path}")
     if args.json:
-        out = {
-            "topology": str(args.file),
-            "fabric": fabric.name,
-            "method": pl.method,
-            **result.as_dict(),
-            "links": result.links[:20],
-            "placement_cost": pl.cost,
-            "notes": workload.notes,
-        }
+        out = {"topology": str(args.file), "fabric": fabric.name, "method": pl.method, **result.as_dict(),
+               "links": result.links[:20], "placement_cost": pl.cost, "notes": workload.notes}
         print(json.dumps(out))
     return 0
 

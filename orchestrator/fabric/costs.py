@@ -86,9 +86,7 @@ class Workload:
         if mode not in MODES:
             raise UnknownName("mode", mode, MODES)
         links = [link if link.mode == "none" else replace(link, mode=mode) for link in self.links]
-        return Workload(
-            [replace(a) for a in self.agents], links, self.batch, self.name, list(self.notes)
-        )
+        return Workload([replace(a) for a in self.agents], links, self.batch, self.name, list(self.notes))
 
     def every(self, link: LinkCost) -> int:
         """A message crosses `link` every this many steps."""
@@ -125,15 +123,8 @@ def phases(w: Workload) -> dict[str, Phases]:
             si[link.dst] += link.si_flops
             si_train[link.dst] += link.si_train_flops
     return {
-        a.name: Phases(
-            a.fwd_flops,
-            a.bwd_flops,
-            a.update_flops,
-            sg[a.name],
-            sg_train[a.name],
-            si[a.name],
-            si_train[a.name],
-        )
+        a.name: Phases(a.fwd_flops, a.bwd_flops, a.update_flops, sg[a.name], sg_train[a.name],
+                       si[a.name], si_train[a.name])
         for a in w.agents
     }
 
@@ -152,9 +143,7 @@ def step_flops(w: Workload, microbatches: int = 1) -> dict[str, float]:
         p = ph[a.name]
         update = p.update / microbatches if a.name in locked else p.update
         again = p.fwd if a.name in unlocked else 0.0
-        out[a.name] = (
-            p.fwd + again + p.bwd + update + p.sg + p.sg_train + p.si + p.si_train
-        ) / a.tick_every
+        out[a.name] = (p.fwd + again + p.bwd + update + p.sg + p.sg_train + p.si + p.si_train) / a.tick_every
     return out
 
 
@@ -171,9 +160,7 @@ def depth_to_sink(w: Workload) -> dict[str, int]:
     return below
 
 
-def sram_bytes(
-    w: Workload, microbatches: int = 1, schedule: str = "gpipe", inflight: int = 2
-) -> dict[str, float]:
+def sram_bytes(w: Workload, microbatches: int = 1, schedule: str = "gpipe", inflight: int = 2) -> dict[str, float]:
     """SRAM each agent needs: parameters and optimiser state, its SG/SI models, and caches.
 
     A locked agent keeps its backward's activations (`cache_bytes`) for every micro-batch in
@@ -217,17 +204,9 @@ def flows(w: Workload) -> list[tuple[str, str, float, int]]:
     return out
 
 
-def chain_workload(
-    layers: int,
-    width: int = 256,
-    batch: int = 256,
-    in_features: int = 784,
-    classes: int = 10,
-    mode: str = "dni",
-    dtype_bytes: int = 2,
-    optimizer: str = "adam",
-    name: str = "",
-) -> Workload:
+def chain_workload(layers: int, width: int = 256, batch: int = 256, in_features: int = 784,
+                   classes: int = 10, mode: str = "dni", dtype_bytes: int = 2,
+                   optimizer: str = "adam", name: str = "") -> Workload:
     """A source, `layers` dense layers (Linear -> BatchNorm -> ReLU) and a head, written down
     analytically with the same formulas `modelcost.count_flops` applies to real modules.
 
@@ -249,56 +228,18 @@ def chain_workload(
     sg_params = width * width + width
     for i in range(1, layers + 1):
         fwd, params, cached = dense(fan_in, width, bn=True)
-        agents.append(
-            AgentCost(
-                f"l{i}",
-                fwd,
-                2 * fwd,
-                upd * params,
-                per_param * params,
-                cached * dtype_bytes,
-                rows=batch,
-                kind="dense",
-            )
-        )
+        agents.append(AgentCost(f"l{i}", fwd, 2 * fwd, upd * params, per_param * params,
+                                cached * dtype_bytes, rows=batch, kind="dense"))
         if prev == "source":  # data carries no gradient and has no SG model
             links.append(LinkCost(prev, f"l{i}", batch * fan_in * dtype_bytes, "none"))
         else:
-            links.append(
-                LinkCost(
-                    prev,
-                    f"l{i}",
-                    batch * fan_in * dtype_bytes,
-                    mode,
-                    sg_fwd,
-                    3 * sg_fwd + upd * sg_params,
-                    per_param * sg_params,
-                )
-            )
+            links.append(LinkCost(prev, f"l{i}", batch * fan_in * dtype_bytes, mode, sg_fwd,
+                                  3 * sg_fwd + upd * sg_params, per_param * sg_params))
         prev, fan_in = f"l{i}", width
     fwd, params, cached = dense(width, classes, bn=False)
-    agents.append(
-        AgentCost(
-            "head",
-            fwd,
-            2 * fwd,
-            upd * params,
-            per_param * params,
-            cached * dtype_bytes,
-            rows=batch,
-            kind="head",
-        )
-    )
-    links.append(
-        LinkCost(
-            prev,
-            "head",
-            batch * width * dtype_bytes,
-            mode,
-            sg_fwd,
-            3 * sg_fwd + upd * sg_params,
-            per_param * sg_params,
-        )
-    )
+    agents.append(AgentCost("head", fwd, 2 * fwd, upd * params, per_param * params, cached * dtype_bytes,
+                            rows=batch, kind="head"))
+    links.append(LinkCost(prev, "head", batch * width * dtype_bytes, mode, sg_fwd,
+                          3 * sg_fwd + upd * sg_params, per_param * sg_params))
     links.append(LinkCost("source", "head", batch * 8, "none"))  # int64 labels
     return Workload(agents, links, batch, name or f"chain{layers}")

@@ -94,9 +94,7 @@ class Fabric:
     def describe_resource(self, r: int) -> str:
         """A readable name of resource `r` (for reports and traces)."""
         if r >= self._eth_base:
-            chip, rest = divmod(
-                r - self._eth_base, len(DIRECTIONS) * self.spec.eth_links_per_neighbour
-            )
+            chip, rest = divmod(r - self._eth_base, len(DIRECTIONS) * self.spec.eth_links_per_neighbour)
             d, plane = divmod(rest, self.spec.eth_links_per_neighbour)
             return f"eth chip{chip}->{DIRECTIONS[d]} link{plane}"
         chip, rest = divmod(r, self._per_chip)
@@ -175,11 +173,8 @@ class Fabric:
         for d in path:
             gx, gy = s.gateways[d][plane]
             noc_hops += self._segment(chip, x, y, gx, gy, res)
-            res.append(
-                self._eth_base
-                + (chip * len(DIRECTIONS) + DIRECTIONS.index(d)) * s.eth_links_per_neighbour
-                + plane
-            )
+            res.append(self._eth_base + (chip * len(DIRECTIONS) + DIRECTIONS.index(d))
+                       * s.eth_links_per_neighbour + plane)
             r, c = self.chip_rc(chip)
             dr, dc = step[d]
             chip = (r + dr) * s.chip_cols + (c + dc)
@@ -187,9 +182,7 @@ class Fabric:
         noc_hops += self._segment(chip, x, y, bx, by, res)
         latency = 0.0
         if res:
-            latency = (
-                s.message_overhead_s + noc_hops * s.hop_latency_s + len(path) * s.eth_hop_latency_s
-            )
+            latency = s.message_overhead_s + noc_hops * s.hop_latency_s + len(path) * s.eth_hop_latency_s
         capacity = float(self.capacity[res].min()) if res else float("inf")
         route = Route(tuple(res), noc_hops, len(path), latency, capacity)
         self._route_cache[key] = route
@@ -210,9 +203,7 @@ class Fabric:
         """Chip-to-chip hop counts (chips x chips)."""
         s = self.spec
         rc = np.array([self.chip_rc(c) for c in range(s.chips)])
-        return (
-            np.abs(rc[:, None, 0] - rc[None, :, 0]) + np.abs(rc[:, None, 1] - rc[None, :, 1])
-        ).astype(np.int32)
+        return (np.abs(rc[:, None, 0] - rc[None, :, 0]) + np.abs(rc[:, None, 1] - rc[None, :, 1])).astype(np.int32)
 
     @cached_property
     def noc_hops(self) -> np.ndarray:
@@ -241,17 +232,13 @@ class Fabric:
                         self.noc_distance(*s.gateways[_OPPOSITE[d_in]][p], *s.gateways[d_out][p])
                         for d_in, d_out in zip(path, path[1:], strict=False)
                     )
-                    to_gw = self._pair_hops(lx, ly, np.array([first[0]]), np.array([first[1]]))[
-                        :, 0
-                    ]
+                    to_gw = self._pair_hops(lx, ly, np.array([first[0]]), np.array([first[1]]))[:, 0]
                     from_gw = self._pair_hops(np.array([last[0]]), np.array([last[1]]), lx, ly)[0]
                     hops = to_gw[:, None] + mid + from_gw[None, :]
                     np.copyto(block, hops, where=plane_of == p)
         return out
 
-    def _pair_hops(
-        self, sx: np.ndarray, sy: np.ndarray, dx: np.ndarray, dy: np.ndarray
-    ) -> np.ndarray:
+    def _pair_hops(self, sx: np.ndarray, sy: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         d0 = (dx[None, :] - sx[:, None]) % self.W + (dy[None, :] - sy[:, None]) % self.H
         d1 = (sx[:, None] - dx[None, :]) % self.W + (sy[:, None] - dy[None, :]) % self.H
         return np.minimum(d0, d1)

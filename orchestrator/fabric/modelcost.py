@@ -28,16 +28,8 @@ Builder = Callable[[str, dict, Shape], tuple[nn.Module, Shape]]
 LABEL_PORTS = ("labels", "y")  # ports that carry class labels, not activations
 LABEL_BYTES = 8  # int64 on the wire
 _PROBE = 2  # batch the module is run at; FLOPs scale linearly from it
-_ELEMENTWISE = {
-    nn.ReLU: 1,
-    nn.LeakyReLU: 1,
-    nn.Tanh: 4,
-    nn.Sigmoid: 4,
-    nn.GELU: 8,
-    nn.SiLU: 5,
-    nn.Softmax: 5,
-    nn.LogSoftmax: 5,
-}
+_ELEMENTWISE = {nn.ReLU: 1, nn.LeakyReLU: 1, nn.Tanh: 4, nn.Sigmoid: 4, nn.GELU: 8, nn.SiLU: 5,
+                nn.Softmax: 5, nn.LogSoftmax: 5}
 
 
 @dataclass(frozen=True)
@@ -76,9 +68,7 @@ def _recurrent(m: nn.Module, x: torch.Tensor) -> float:
     dirs = 2 if getattr(m, "bidirectional", False) else 1
     fan_in = m.input_size
     for _ in range(layers):
-        per_step += dirs * (
-            2 * gates * hidden * (fan_in + hidden) + 2 * gates * hidden + 8 * gates * hidden
-        )
+        per_step += dirs * (2 * gates * hidden * (fan_in + hidden) + 2 * gates * hidden + 8 * gates * hidden)
         fan_in = hidden * dirs
     return steps * per_step
 
@@ -134,13 +124,9 @@ def count_flops(module: nn.Module, in_shape: Shape, batch: int) -> FlopCount:
             h.remove()
         module.train(was_training)
     scale = batch / _PROBE
-    return FlopCount(
-        forward=total[0] * scale,
-        params=sum(p.numel() for p in module.parameters()),
-        activations=total[1] * scale,
-        out_shape=tuple(_first(out).shape[1:]),
-        unknown=tuple(sorted(set(unknown))),
-    )
+    return FlopCount(forward=total[0] * scale, params=sum(p.numel() for p in module.parameters()),
+                     activations=total[1] * scale, out_shape=tuple(_first(out).shape[1:]),
+                     unknown=tuple(sorted(set(unknown))))
 
 
 def _default_builder() -> Builder:
@@ -206,13 +192,8 @@ def _si_model(data: int, features: int, sg: SGOptions) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def costs_from_topology(
-    topology,
-    batch: int | None = None,
-    module_builder: Builder | None = None,
-    dtype_bytes: int = 2,
-    source_shapes: Callable | None = None,
-) -> Workload:
+def costs_from_topology(topology, batch: int | None = None, module_builder: Builder | None = None,
+                        dtype_bytes: int = 2, source_shapes: Callable | None = None) -> Workload:
     """The Workload of a topology (see module docstring), at `batch` (default run.batch_size).
 
     `source_shapes(kind, name, params)` gives a data source's port shapes (None for agents that
@@ -248,9 +229,7 @@ def costs_from_topology(
             module, out_shape = builder(spec.kind, spec.params, in_shape)
         except (ValueError, KeyError) as err:
             if module_builder is not None or spec.kind != "rnn":
-                raise ValueError(
-                    f"agents.{name}: cannot build its module for costing: {err}"
-                ) from None
+                raise ValueError(f"agents.{name}: cannot build its module for costing: {err}") from None
             module, out_shape = stand_in_builder(spec.kind, spec.params, in_shape)
             notes.append(f"{name}: kind 'rnn' costed as one LSTM-cell step per tick (stand-in)")
         count = count_flops(module, in_shape, batch)
@@ -258,19 +237,8 @@ def costs_from_topology(
         if spec.kind == "head":
             classes = math.prod(out_shape)
         out_shapes[name] = {"": tuple(out_shape)}
-        agents.append(
-            AgentCost(
-                name,
-                fwd,
-                2 * fwd,
-                upd * count.params,
-                per_param * count.params,
-                count.activations * dtype_bytes,
-                spec.tick_every,
-                batch,
-                spec.kind,
-            )
-        )
+        agents.append(AgentCost(name, fwd, 2 * fwd, upd * count.params, per_param * count.params,
+                                count.activations * dtype_bytes, spec.tick_every, batch, spec.kind))
     data_features = math.prod(next(iter(sources.values()), (1,)))
     links = []
     for lk in topology.links:
@@ -282,11 +250,7 @@ def costs_from_topology(
         if mode.has_sg_model:
             sg = lk.sg
             features = math.prod(shape)
-            model = count_flops(
-                _sg_model(features, sg, classes),
-                (features + (classes if sg.context else 0),),
-                batch,
-            )
+            model = count_flops(_sg_model(features, sg, classes), (features + (classes if sg.context else 0),), batch)
             cost.sg_flops, cost.sg_bytes = model.forward, per_param * model.params
             cost.sg_train_flops = model.forward + model.backward + upd * model.params
             if mode.has_synthetic_input:
@@ -319,7 +283,5 @@ def _topological(topology) -> list[str]:
                     order.append(lk.dst)
     if len(order) != len(names):
         stuck = sorted(set(names) - set(order))
-        raise ValueError(
-            f"links form a cycle through {', '.join(stuck)}; the fabric model needs a DAG"
-        )
+        raise ValueError(f"links form a cycle through {', '.join(stuck)}; the fabric model needs a DAG")
     return order

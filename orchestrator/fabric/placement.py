@@ -65,14 +65,8 @@ def shard_pairs(src: list[int], dst: list[int]) -> list[tuple[int, int]]:
     return [(src[j % len(src)], dst[j % len(dst)]) for j in range(k)]
 
 
-def build_problem(
-    workload: Workload,
-    fabric: Fabric,
-    microbatches: int = 1,
-    schedule: str = "gpipe",
-    share_slack: float = 0.1,
-    lam: float = DEFAULT_LAM,
-) -> Problem:
+def build_problem(workload: Workload, fabric: Fabric, microbatches: int = 1, schedule: str = "gpipe",
+                  share_slack: float = 0.1, lam: float = DEFAULT_LAM) -> Problem:
     """Split agents into units by SRAM and list the flows between units.
 
     Raises:
@@ -128,21 +122,8 @@ def build_problem(
     for e, (a, b) in enumerate(keys):
         adjacency[a].append(e)
         adjacency[b].append(e)
-    return Problem(
-        fabric,
-        workload,
-        names,
-        agent_units,
-        np.array(unit_agent),
-        np.array(unit_sram, dtype=float),
-        loads,
-        cap,
-        e_src,
-        e_dst,
-        np.array([edges[k] for k in keys], dtype=float),
-        lam,
-        adjacency,
-    )
+    return Problem(fabric, workload, names, agent_units, np.array(unit_agent), np.array(unit_sram, dtype=float),
+                   loads, cap, e_src, e_dst, np.array([edges[k] for k in keys], dtype=float), lam, adjacency)
 
 
 def link_weights(fabric: Fabric) -> np.ndarray:
@@ -159,9 +140,7 @@ def link_loads(problem: Problem, unit_core: np.ndarray) -> np.ndarray:
     """Bytes per step on every fabric resource under a placement."""
     fabric = problem.fabric
     loads = np.zeros(fabric.n_resources)
-    for a, b, nbytes in zip(
-        unit_core[problem.e_src], unit_core[problem.e_dst], problem.e_bytes, strict=True
-    ):
+    for a, b, nbytes in zip(unit_core[problem.e_src], unit_core[problem.e_dst], problem.e_bytes, strict=True):
         if a != b:
             loads[list(fabric.route(int(a), int(b)).resources)] += nbytes
     return loads
@@ -182,9 +161,7 @@ def evaluate(problem: Problem, unit_core: np.ndarray) -> dict:
         "hop_bytes": hop_bytes,
         "max_link_load": float(loads[worst]) if max_weighted > 0 else 0.0,
         "max_link": fabric.describe_resource(worst) if max_weighted > 0 else "",
-        "max_link_time_s": float(loads[worst] / fabric.capacity[worst])
-        if max_weighted > 0
-        else 0.0,
+        "max_link_time_s": float(loads[worst] / fabric.capacity[worst]) if max_weighted > 0 else 0.0,
         "weighted_hop_bytes": weighted,
         "eth_bytes": float(loads[fabric._eth_base :].sum()),
         "objective": weighted + problem.lam * max_weighted,
@@ -219,14 +196,8 @@ class Placement:
             cores = [self.fabric.coords(c) for c in self.cores_of(name)]
             chip, x, y = cores[0]
             out[name] = {"chip": chip, "x": x, "y": y, "cores": [list(c) for c in cores]}
-        return {
-            "fabric": self.fabric.name,
-            "method": self.method,
-            "placement": out,
-            "cost": self.cost,
-            "seconds": self.seconds,
-            **self.notes,
-        }
+        return {"fabric": self.fabric.name, "method": self.method, "placement": out,
+                "cost": self.cost, "seconds": self.seconds, **self.notes}
 
 
 def check(problem: Problem, unit_core: np.ndarray) -> None:
@@ -262,9 +233,8 @@ def first_fit(problem: Problem, order: np.ndarray | None = None) -> np.ndarray:
             cores = order if chip is None else order[fabric.core_chip[order] == chip]
             taken = []
             for u in units:
-                ok = (sram_used[cores] + problem.unit_sram[u] <= usable) & (
-                    load_used[cores] + problem.unit_load[u] <= problem.load_cap
-                )
+                ok = ((sram_used[cores] + problem.unit_sram[u] <= usable)
+                      & (load_used[cores] + problem.unit_load[u] <= problem.load_cap))
                 if not ok.any():
                     break
                 core = int(cores[int(ok.argmax())])
@@ -287,11 +257,9 @@ def first_fit(problem: Problem, order: np.ndarray | None = None) -> np.ndarray:
 def no_room(problem: Problem, agent: str) -> str:
     fabric = problem.fabric
     need = problem.unit_sram.sum() / fabric.spec.usable_sram_bytes
-    return (
-        f"agent {agent!r} does not fit: the {problem.n_units} agent pieces need about "
-        f"{need:.0f} cores' SRAM and cannot share cores beyond the compute cap; "
-        f"{fabric.name!r} has {fabric.n_cores} cores"
-    )
+    return (f"agent {agent!r} does not fit: the {problem.n_units} agent pieces need about "
+            f"{need:.0f} cores' SRAM and cannot share cores beyond the compute cap; "
+            f"{fabric.name!r} has {fabric.n_cores} cores")
 
 
 def snake_order(fabric: Fabric) -> np.ndarray:

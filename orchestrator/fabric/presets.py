@@ -86,14 +86,8 @@ BLACKHOLE_CHIP: dict[str, Any] = {
         "message_overhead_cycles": 40.0,
         "max_packet_bytes": 16384,
         "size_bandwidth": [
-            [128, 6.0],
-            [256, 12.1],
-            [512, 24.2],
-            [1024, 48.0],
-            [2048, 57.7],
-            [4096, 58.7],
-            [8192, 60.4],
-            [16384, 60.9],
+            [128, 6.0], [256, 12.1], [512, 24.2], [1024, 48.0],
+            [2048, 57.7], [4096, 58.7], [8192, 60.4], [16384, 60.9],
         ],
     },
     "cores": {
@@ -250,18 +244,10 @@ def spec_from_dict(doc: dict, default_name: str = "fabric") -> FabricSpec:
     cols, rows = v.int("noc.cols", lo=1), v.int("noc.rows", lo=1)
     cyc = 1.0 / clock_hz
     table = v.get("noc.size_bandwidth")
-    if (
-        not isinstance(table, list)
-        or not table
-        or any(
-            not isinstance(r, list) or len(r) != 2 or not all(_is_num(x) and x > 0 for x in r)
-            for r in table
-        )
+    if not isinstance(table, list) or not table or any(
+        not isinstance(r, list) or len(r) != 2 or not all(_is_num(x) and x > 0 for x in r) for r in table
     ):
-        raise FabricError(
-            "noc.size_bandwidth",
-            "must be a non-empty list of [bytes, bytes_per_cycle] pairs, all positive",
-        )
+        raise FabricError("noc.size_bandwidth", "must be a non-empty list of [bytes, bytes_per_cycle] pairs, all positive")
     if any(a[0] >= b[0] for a, b in zip(table, table[1:], strict=False)):
         raise FabricError("noc.size_bandwidth", "packet sizes must increase")
     core_cols = v.int_list("cores.columns", lo=0, hi=cols - 1, unique=True)
@@ -272,10 +258,7 @@ def spec_from_dict(doc: dict, default_name: str = "fabric") -> FabricSpec:
         raise FabricError("cores.usable_sram_bytes", f"{usable} exceeds cores.sram_bytes = {sram}")
     fidelity = v.get("cores.fidelity")
     if fidelity not in FIDELITY_FLOPS_PER_CYCLE:
-        raise FabricError(
-            "cores.fidelity",
-            str(UnknownName("fidelity", str(fidelity), list(FIDELITY_FLOPS_PER_CYCLE))),
-        )
+        raise FabricError("cores.fidelity", str(UnknownName("fidelity", str(fidelity), list(FIDELITY_FLOPS_PER_CYCLE))))
     efficiency = v.number("cores.efficiency", lo=0.0, hi=1.0)
     links = v.int("ethernet.links_per_neighbour", lo=1)
     gateways = _gateways(v, mesh, links, cols, rows, set(core_cols), set(core_rows))
@@ -300,8 +283,7 @@ def spec_from_dict(doc: dict, default_name: str = "fabric") -> FabricSpec:
         core_flops_per_s=FIDELITY_FLOPS_PER_CYCLE[fidelity] * clock_hz,
         efficiency=efficiency,
         skinny_rows=v.int("cores.skinny_rows", lo=1),
-        eth_bytes_per_s=v.number("ethernet.link_gbytes_per_s", lo=0.0)
-        * 1e9
+        eth_bytes_per_s=v.number("ethernet.link_gbytes_per_s", lo=0.0) * 1e9
         * v.number("ethernet.payload_efficiency", lo=0.0, hi=1.0),
         eth_hop_latency_s=v.number("ethernet.hop_latency_us", lo=0.0, open_lo=False) * 1e-6,
         eth_links_per_neighbour=links,
@@ -309,36 +291,24 @@ def spec_from_dict(doc: dict, default_name: str = "fabric") -> FabricSpec:
     )
 
 
-def _gateways(
-    v: _Validator,
-    mesh: list[int],
-    links: int,
-    cols: int,
-    rows: int,
-    core_cols: set[int],
-    core_rows: set[int],
-) -> dict[str, tuple[tuple[int, int], ...]]:
+def _gateways(v: _Validator, mesh: list[int], links: int, cols: int, rows: int,
+              core_cols: set[int], core_rows: set[int]) -> dict[str, tuple[tuple[int, int], ...]]:
     raw = v.get("ethernet.gateways")
     if not isinstance(raw, dict):
         raise FabricError("ethernet.gateways", "must be a table of direction = [[x, y], ...]")
-    needed = ([] if mesh[1] == 1 else ["east", "west"]) + (
-        [] if mesh[0] == 1 else ["south", "north"]
-    )
+    needed = ([] if mesh[1] == 1 else ["east", "west"]) + ([] if mesh[0] == 1 else ["south", "north"])
     out: dict[str, tuple[tuple[int, int], ...]] = {}
     for direction, tiles in raw.items():
         where = f"ethernet.gateways.{direction}"
         if direction not in DIRECTIONS:
             raise FabricError(where, f"unknown direction; known: {', '.join(DIRECTIONS)}")
         if not isinstance(tiles, list) or any(
-            not isinstance(t, list) or len(t) != 2 or not all(isinstance(c, int) for c in t)
-            for t in tiles
+            not isinstance(t, list) or len(t) != 2 or not all(isinstance(c, int) for c in t) for t in tiles
         ):
             raise FabricError(where, "must be a list of [x, y] tile coordinates")
         for x, y in tiles:
             if not (0 <= x < cols and 0 <= y < rows):
-                raise FabricError(
-                    where, f"tile [{x}, {y}] lies outside the {cols} x {rows} NoC grid"
-                )
+                raise FabricError(where, f"tile [{x}, {y}] lies outside the {cols} x {rows} NoC grid")
             if x in core_cols and y in core_rows:
                 raise FabricError(where, f"tile [{x}, {y}] is a compute core, not an Ethernet tile")
         out[direction] = tuple((x, y) for x, y in tiles[:links])
@@ -372,15 +342,9 @@ class _Validator:
 
     def number(self, key: str, lo: float, hi: float | None = None, open_lo: bool = True) -> float:
         value = self.get(key)
-        bad = (
-            not _is_num(value)
-            or (value <= lo if open_lo else value < lo)
-            or (hi is not None and value > hi)
-        )
+        bad = not _is_num(value) or (value <= lo if open_lo else value < lo) or (hi is not None and value > hi)
         if bad:
-            rng = f"{'>' if open_lo else '>='} {lo:g}" + (
-                f" and <= {hi:g}" if hi is not None else ""
-            )
+            rng = f"{'>' if open_lo else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
             raise FabricError(key, f"must be a number {rng}, got {value!r}")
         return float(value)
 
@@ -390,28 +354,18 @@ class _Validator:
             raise FabricError(key, f"must be an integer >= {lo}, got {value!r}")
         return value
 
-    def int_list(
-        self,
-        key: str,
-        lo: int,
-        hi: int | None = None,
-        length: int | None = None,
-        unique: bool = False,
-    ) -> list[int]:
+    def int_list(self, key: str, lo: int, hi: int | None = None, length: int | None = None,
+                 unique: bool = False) -> list[int]:
         value = self.get(key)
-        if (
-            not isinstance(value, list)
-            or not value
-            or any(not isinstance(x, int) or isinstance(x, bool) for x in value)
+        if not isinstance(value, list) or not value or any(
+            not isinstance(x, int) or isinstance(x, bool) for x in value
         ):
             raise FabricError(key, f"must be a non-empty list of integers, got {value!r}")
         if length is not None and len(value) != length:
             raise FabricError(key, f"must have {length} entries, got {len(value)}")
         for x in value:
             if x < lo or (hi is not None and x > hi):
-                raise FabricError(
-                    key, f"entry {x} is outside {lo}..{hi if hi is not None else 'inf'}"
-                )
+                raise FabricError(key, f"entry {x} is outside {lo}..{hi if hi is not None else 'inf'}")
         if unique and len(set(value)) != len(value):
             raise FabricError(key, "entries must not repeat")
         return list(value)

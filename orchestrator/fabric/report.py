@@ -24,16 +24,9 @@ def write_trace(result: SimResult, path: str | Path) -> Path:
     if result.trace is None:
         raise ValueError("the simulation ran without trace=True")
     path = Path(path)
-    doc = {
-        "traceEvents": result.trace,
-        "displayTimeUnit": "ns",
-        "otherData": {
-            "mode": result.mode,
-            "microbatches": result.microbatches,
-            "step_time_s": result.step_time_s,
-            "samples_per_s": result.samples_per_s,
-        },
-    }
+    doc = {"traceEvents": result.trace, "displayTimeUnit": "ns",
+           "otherData": {"mode": result.mode, "microbatches": result.microbatches,
+                         "step_time_s": result.step_time_s, "samples_per_s": result.samples_per_s}}
     path.write_text(json.dumps(doc))
     return path
 
@@ -83,22 +76,15 @@ def heatmap_png(placement: Placement, path: str | Path, result: SimResult | None
     scale = max(5.0, min(14.0, width * 0.3))
     fig, axes = plt.subplots(1, 2, figsize=(2 * scale + 2, scale * height / width + 1.0))
     ax = axes[0]
-    im = ax.imshow(
-        grid,
-        cmap="viridis",
-        vmin=0,
-        vmax=max(1.0, np.nanmax(grid) if np.isfinite(grid).any() else 1.0),
-        origin="upper",
-    )
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(1.0, np.nanmax(grid) if np.isfinite(grid).any() else 1.0),
+                   origin="upper")
     fig.colorbar(im, ax=ax, shrink=0.8, label=core_label)
     if f.n_cores <= 128:  # small grids: name the agents on their cores
         for name in placement.problem.agent_names:
             for core in placement.cores_of(name)[:1]:
                 chip, x, y = f.coords(core)
                 ox, oy = _chip_origin(placement, chip)
-                ax.text(
-                    ox + x, oy + y, name[:6], ha="center", va="center", fontsize=6, color="white"
-                )
+                ax.text(ox + x, oy + y, name[:6], ha="center", va="center", fontsize=6, color="white")
     ax.set_title(f"{f.name}: {placement.method} placement")
     segments, values, eth_segments, eth_values = [], [], [], []
     wh = f.W * f.H
@@ -112,9 +98,7 @@ def heatmap_png(placement: Placement, path: str | Path, result: SimResult | None
             step = {"east": (0, 1), "west": (0, -1), "south": (1, 0), "north": (-1, 0)}[direction]
             cr, cc = f.chip_rc(chip)
             other = (cr + step[0]) * s.chip_cols + cc + step[1]
-            opposite = {"east": "west", "west": "east", "south": "north", "north": "south"}[
-                direction
-            ]
+            opposite = {"east": "west", "west": "east", "south": "north", "north": "south"}[direction]
             hx, hy = s.gateways[opposite][plane]
             (ax0, ay0), (bx0, by0) = _chip_origin(placement, chip), _chip_origin(placement, other)
             eth_segments.append([(ax0 + gx, ay0 + gy), (bx0 + hx, by0 + hy)])
@@ -145,20 +129,13 @@ def heatmap_png(placement: Placement, path: str | Path, result: SimResult | None
         ax.add_collection(lc)
         fig.colorbar(lc, ax=ax, shrink=0.8, label=link_label)
     if eth_segments:
-        ec = LineCollection(
-            eth_segments,
-            array=np.array(eth_values),
-            cmap="plasma",
-            linewidths=2.5,
-            linestyles="dashed",
-        )
+        ec = LineCollection(eth_segments, array=np.array(eth_values), cmap="plasma", linewidths=2.5,
+                            linestyles="dashed")
         ec.set_clim(0, vmax)
         ax.add_collection(ec)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
-    ax.set_title(
-        "link load (NoC0 right/down above, NoC1 left/up below; dashed: Ethernet)", fontsize=8
-    )
+    ax.set_title("link load (NoC0 right/down above, NoC1 left/up below; dashed: Ethernet)", fontsize=8)
     for a in axes:
         a.set_xticks([])
         a.set_yticks([])
@@ -171,23 +148,17 @@ def heatmap_png(placement: Placement, path: str | Path, result: SimResult | None
 
 def placement_table(placement: Placement, limit: int = 40) -> str:
     """Agents and their cores, then the cost, as plain text."""
-    lines = [
-        f"{placement.fabric.name}: {placement.method} placement of "
-        f"{len(placement.problem.agent_names)} agents in {placement.seconds:.2f} s"
-    ]
+    lines = [f"{placement.fabric.name}: {placement.method} placement of "
+             f"{len(placement.problem.agent_names)} agents in {placement.seconds:.2f} s"]
     for name in placement.problem.agent_names[:limit]:
         cores = [placement.fabric.coords(c) for c in placement.cores_of(name)]
-        where = ", ".join(f"chip{ch}({x},{y})" for ch, x, y in cores[:4]) + (
-            " ..." if len(cores) > 4 else ""
-        )
+        where = ", ".join(f"chip{ch}({x},{y})" for ch, x, y in cores[:4]) + (" ..." if len(cores) > 4 else "")
         lines.append(f"  {name:<16} {where}")
     if len(placement.problem.agent_names) > limit:
         lines.append(f"  ... {len(placement.problem.agent_names) - limit} more")
     c = placement.cost
-    lines.append(
-        f"hop-bytes {c['hop_bytes']:.4g} B/step, busiest link {c['max_link_load']:.4g} B/step "
-        f"({c['max_link'] or 'none'}), Ethernet {c['eth_bytes']:.4g} B/step, {c['cores_used']} cores used"
-    )
+    lines.append(f"hop-bytes {c['hop_bytes']:.4g} B/step, busiest link {c['max_link_load']:.4g} B/step "
+                 f"({c['max_link'] or 'none'}), Ethernet {c['eth_bytes']:.4g} B/step, {c['cores_used']} cores used")
     return "\n".join(lines)
 
 
@@ -195,14 +166,12 @@ def simulation_table(result: SimResult) -> str:
     """The simulation's headline figures as plain text."""
     cp = result.critical_path
     busiest = result.links[0]["name"] if result.links else "none"
-    return "\n".join(
-        [
-            f"mode {result.mode}, {result.microbatches} micro-batch(es) per step ({result.schedule}), "
-            f"{result.steps} steps simulated",
-            f"step time {result.step_time_s * 1e3:.4g} ms, {result.samples_per_s:.4g} samples/s",
-            f"core utilisation {result.core_utilisation:.1%} (mean over {len(result.cores)} cores), "
-            f"busiest link {result.link_utilisation_max:.1%} ({busiest})",
-            f"critical path of the last step: {cp.get('compute_s', 0) * 1e3:.4g} ms compute, "
-            f"{cp.get('communication_s', 0) * 1e3:.4g} ms messages over {cp.get('length', 0)} segments",
-        ]
-    )
+    return "\n".join([
+        f"mode {result.mode}, {result.microbatches} micro-batch(es) per step ({result.schedule}), "
+        f"{result.steps} steps simulated",
+        f"step time {result.step_time_s * 1e3:.4g} ms, {result.samples_per_s:.4g} samples/s",
+        f"core utilisation {result.core_utilisation:.1%} (mean over {len(result.cores)} cores), "
+        f"busiest link {result.link_utilisation_max:.1%} ({busiest})",
+        f"critical path of the last step: {cp.get('compute_s', 0) * 1e3:.4g} ms compute, "
+        f"{cp.get('communication_s', 0) * 1e3:.4g} ms messages over {cp.get('length', 0)} segments",
+    ])

@@ -51,10 +51,8 @@ class _State:
             for e in range(len(self.src)):
                 self._add_route(e, self.core[self.src[e]], self.core[self.dst[e]], 1.0)
         self.max = self._busiest()
-        self.hop = sum(
-            self.nbytes[e] * self.D[self.core[self.src[e]] * self.n + self.core[self.dst[e]]]
-            for e in range(len(self.src))
-        )
+        self.hop = sum(self.nbytes[e] * self.D[self.core[self.src[e]] * self.n + self.core[self.dst[e]]]
+                       for e in range(len(self.src)))
 
     @property
     def objective(self) -> float:
@@ -132,9 +130,7 @@ class _State:
         for c, ds in delta_s.items():
             if ds > 0 and self.sram[c] + ds > usable:
                 return False
-        return all(
-            not (dl > 0 and self.load[c] + dl > cap * (1 + 1e-12)) for c, dl in delta_l.items()
-        )
+        return all(not (dl > 0 and self.load[c] + dl > cap * (1 + 1e-12)) for c, dl in delta_l.items())
 
     def delta(self, moves: dict[int, int]) -> tuple[float, list[int]]:
         """Change of hop cost under `moves`, and the edges they touch."""
@@ -211,9 +207,8 @@ def greedy(problem: Problem) -> np.ndarray:
     usable = f.spec.usable_sram_bytes
     n_agents = len(problem.agent_units)
     ua = problem.unit_agent
-    total = np.bincount(
-        ua[problem.e_src], weights=problem.e_bytes, minlength=n_agents
-    ) + np.bincount(ua[problem.e_dst], weights=problem.e_bytes, minlength=n_agents)
+    total = np.bincount(ua[problem.e_src], weights=problem.e_bytes, minlength=n_agents) + np.bincount(
+        ua[problem.e_dst], weights=problem.e_bytes, minlength=n_agents)
     attach = np.zeros(n_agents)
     done = np.zeros(n_agents, dtype=bool)
     placed = np.zeros(n_units, dtype=bool)
@@ -226,9 +221,7 @@ def greedy(problem: Problem) -> np.ndarray:
         units = problem.agent_units[agent]
         chip_ok = np.ones(n_cores, dtype=bool)
         if len(units) > 1:  # chips with room for every piece
-            room = (sram + problem.unit_sram[units[0]] <= usable) & (
-                load + problem.unit_load[units[0]] <= problem.load_cap
-            )
+            room = (sram + problem.unit_sram[units[0]] <= usable) & (load + problem.unit_load[units[0]] <= problem.load_cap)
             per_chip = np.bincount(f.core_chip[room], minlength=f.spec.chips)
             chip_ok = per_chip[f.core_chip] >= len(units)
         for u in units:
@@ -239,11 +232,7 @@ def greedy(problem: Problem) -> np.ndarray:
                     cost += problem.e_bytes[e] * D[:, unit_core[t]]
                 elif t == u and placed[s]:
                     cost += problem.e_bytes[e] * D[unit_core[s], :]
-            ok = (
-                chip_ok
-                & (sram + problem.unit_sram[u] <= usable)
-                & (load + problem.unit_load[u] <= problem.load_cap)
-            )
+            ok = chip_ok & (sram + problem.unit_sram[u] <= usable) & (load + problem.unit_load[u] <= problem.load_cap)
             if not ok.any():
                 raise PlacementError(no_room(problem, problem.agent_names[agent]))
             if not cost.any():  # nothing placed to be near: the most central free core
@@ -260,30 +249,21 @@ def greedy(problem: Problem) -> np.ndarray:
     return unit_core
 
 
-def swaps(
-    problem: Problem,
-    unit_core: np.ndarray,
-    passes: int = 4,
-    deadline: float = math.inf,
-    seed: int = 0,
-) -> np.ndarray:
+def swaps(problem: Problem, unit_core: np.ndarray, passes: int = 4, deadline: float = math.inf,
+          seed: int = 0) -> np.ndarray:
     """Pairwise-swap local search: move or swap each unit towards its neighbours while the
     objective falls."""
     st = _State(problem, unit_core)
     near = near_cores(problem)
     rng = random.Random(seed)
-    order = np.argsort(
-        -np.bincount(problem.e_src, weights=problem.e_bytes, minlength=problem.n_units)
-    )
+    order = np.argsort(-np.bincount(problem.e_src, weights=problem.e_bytes, minlength=problem.n_units))
     for _ in range(passes):
         improved = False
         for u in order.tolist():
             if time.perf_counter() > deadline:
                 return np.array(st.core, dtype=np.int64)
-            cands = {
-                st.core[problem.e_dst[e] if problem.e_src[e] == u else problem.e_src[e]]
-                for e in problem.adjacency[u]
-            }
+            cands = {st.core[problem.e_dst[e] if problem.e_src[e] == u else problem.e_src[e]]
+                     for e in problem.adjacency[u]}
             for c0 in list(cands):
                 for c in [c0, *near[c0].tolist()]:
                     moves = st.propose(u, c, rng)
@@ -304,13 +284,8 @@ def swaps(
     return np.array(st.core, dtype=np.int64)
 
 
-def anneal(
-    problem: Problem,
-    start: np.ndarray | None = None,
-    iterations: int | None = None,
-    seconds: float = 10.0,
-    seed: int = 0,
-) -> tuple[np.ndarray, dict]:
+def anneal(problem: Problem, start: np.ndarray | None = None, iterations: int | None = None,
+           seconds: float = 10.0, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Simulated annealing over moves and swaps, started from greedy + swaps.
 
     Moves favour cores near a unit's neighbours; temperature falls geometrically from the
@@ -378,13 +353,8 @@ def anneal(
     return np.array(best, dtype=np.int64), {"iterations": done, "accepted": accepted}
 
 
-def exact(
-    problem: Problem,
-    upper: np.ndarray | None = None,
-    max_nodes: int = 2_000_000,
-    max_cores: int = 16,
-    max_units: int = 24,
-) -> tuple[np.ndarray, dict]:
+def exact(problem: Problem, upper: np.ndarray | None = None, max_nodes: int = 2_000_000,
+          max_cores: int = 16, max_units: int = 24) -> tuple[np.ndarray, dict]:
     """Branch and bound over all placements of a small problem (the optimality reference).
 
     The bound is the cost of the flows already placed plus, for every flow not yet placed,
@@ -396,21 +366,15 @@ def exact(
     if f.n_cores > max_cores or problem.n_units > max_units:
         raise PlacementError(
             f"exact search handles at most {max_cores} cores and {max_units} agent pieces "
-            f"(here {f.n_cores} cores, {problem.n_units} pieces); use 'anneal'"
-        )
+            f"(here {f.n_cores} cores, {problem.n_units} pieces); use 'anneal'")
     if upper is None:
         upper = swaps(problem, greedy(problem))
     st = _State(problem, upper)
     best_core, best_obj = list(st.core), st.objective * (1 + 1e-9)
     n_units, n_cores = problem.n_units, f.n_cores
     D = f.distance
-    order = [
-        int(x)
-        for x in np.argsort(
-            -np.bincount(problem.e_src, weights=problem.e_bytes, minlength=n_units)
-            - np.bincount(problem.e_dst, weights=problem.e_bytes, minlength=n_units)
-        )
-    ][:1]
+    order = [int(x) for x in np.argsort(-np.bincount(problem.e_src, weights=problem.e_bytes, minlength=n_units)
+                                        - np.bincount(problem.e_dst, weights=problem.e_bytes, minlength=n_units))][:1]
     attach = np.zeros(n_units)
     while len(order) < n_units:
         for e in problem.adjacency[order[-1]]:
@@ -428,18 +392,12 @@ def exact(
         s, t = int(problem.e_src[e]), int(problem.e_dst[e])
         k = max(pos[s], pos[t])
         edges_at[k].append(e)
-        can_share = (
-            problem.unit_sram[s] + problem.unit_sram[t] <= usable
-            and problem.unit_load[s] + problem.unit_load[t] <= problem.load_cap
-        )
+        can_share = (problem.unit_sram[s] + problem.unit_sram[t] <= usable
+                     and problem.unit_load[s] + problem.unit_load[t] <= problem.load_cap)
         later[k] += problem.e_bytes[e] * (0.0 if can_share else off)
     later = np.cumsum(later[::-1])[::-1]
     s = f.spec
-    homogeneous = (
-        s.chips == 1
-        and s.core_columns == tuple(range(s.noc_cols))
-        and s.core_rows == tuple(range(s.noc_rows))
-    )
+    homogeneous = s.chips == 1 and s.core_columns == tuple(range(s.noc_cols)) and s.core_rows == tuple(range(s.noc_rows))
     core = [-1] * n_units
     sram = [0.0] * n_cores
     load = [0.0] * n_cores
@@ -450,18 +408,12 @@ def exact(
     nodes = 0
     src, dst, nbytes = problem.e_src.tolist(), problem.e_dst.tolist(), problem.e_bytes.tolist()
     Dl = D.tolist()
-    usram, uload, cap = (
-        problem.unit_sram.tolist(),
-        problem.unit_load.tolist(),
-        problem.load_cap * (1 + 1e-12),
-    )
+    usram, uload, cap = problem.unit_sram.tolist(), problem.unit_load.tolist(), problem.load_cap * (1 + 1e-12)
 
     def route(a: int, b: int) -> list[tuple[int, float]]:
         hit = routes.get((a, b))
         if hit is None:
-            hit = routes[(a, b)] = [
-                (r, weights[r]) for r in f.route(a, b).resources if weights[r] > 0
-            ]
+            hit = routes[(a, b)] = [(r, weights[r]) for r in f.route(a, b).resources if weights[r] > 0]
         return hit
 
     def visit(k: int, hop: float, cur_max: float) -> None:
@@ -517,7 +469,4 @@ def exact(
                 wl[r] -= x
 
     visit(0, 0.0, 0.0)
-    return np.array(best_core, dtype=np.int64), {
-        "nodes": nodes,
-        "proven_optimal": nodes <= max_nodes,
-    }
+    return np.array(best_core, dtype=np.int64), {"nodes": nodes, "proven_optimal": nodes <= max_nodes}

@@ -75,39 +75,9 @@ class SimResult:
 
 
 class _Agent:
-    __slots__ = (
-        "i",
-        "name",
-        "cores",
-        "every",
-        "locked",
-        "learns",
-        "unlocked",
-        "t_fwd",
-        "t_bwd",
-        "t_upd",
-        "wait_in",
-        "grad_in",
-        "out",
-        "paced",
-        "bp_out",
-        "busy",
-        "debt",
-        "debt_kind",
-        "debt_k",
-        "left",
-        "ops",
-        "pc",
-        "s",
-        "op",
-        "began",
-        "cause",
-        "starved",
-        "solo",
-        "base",
-        "fuse",
-        "free_at",
-    )
+    __slots__ = ("i", "name", "cores", "every", "locked", "learns", "unlocked", "t_fwd", "t_bwd", "t_upd",
+                 "wait_in", "grad_in", "out", "paced", "bp_out", "busy", "debt", "debt_kind",
+                 "debt_k", "left", "ops", "pc", "s", "op", "began", "cause", "starved", "solo", "base", "fuse", "free_at")
 
     def __init__(self, i: int, name: str) -> None:
         self.i, self.name = i, name
@@ -126,21 +96,8 @@ class _Agent:
 
 
 class _Link:
-    __slots__ = (
-        "i",
-        "src",
-        "dst",
-        "mode",
-        "every",
-        "fwd",
-        "bwd",
-        "arrived_act",
-        "arrived_grad",
-        "sent",
-        "consumed",
-        "t_g",
-        "name",
-    )
+    __slots__ = ("i", "src", "dst", "mode", "every", "fwd", "bwd", "arrived_act",
+                 "arrived_grad", "sent", "consumed", "t_g", "name")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -150,16 +107,8 @@ class _Link:
         self.consumed = 0
 
 
-def simulate(
-    placement: Placement,
-    mode: str | None = "dni",
-    microbatches: int = 1,
-    schedule: str = "gpipe",
-    steps: int = 12,
-    window: int = 2,
-    trace: bool = False,
-    trace_limit: int = 200_000,
-) -> SimResult:
+def simulate(placement: Placement, mode: str | None = "dni", microbatches: int = 1, schedule: str = "gpipe",
+             steps: int = 12, window: int = 2, trace: bool = False, trace_limit: int = 200_000) -> SimResult:
     """Simulate `steps` mini-batches of `microbatches` micro-batches each.
 
     `mode` overrides every gradient-carrying link (None keeps the workload's own modes).  The
@@ -186,17 +135,8 @@ def simulate(
 
 
 class _Simulator:
-    def __init__(
-        self,
-        placement: Placement,
-        mode: str | None,
-        M: int,
-        schedule: str,
-        steps: int,
-        window: int,
-        trace: bool,
-        trace_limit: int,
-    ) -> None:
+    def __init__(self, placement: Placement, mode: str | None, M: int, schedule: str, steps: int,
+                 window: int, trace: bool, trace_limit: int) -> None:
         problem = placement.problem
         self.fabric = fabric = problem.fabric
         wl = problem.workload.with_mode(mode)
@@ -206,8 +146,7 @@ class _Simulator:
         below = depth_to_sink(wl)
         unlocked = {link.dst for link in wl.links if link.mode == "unlocked"}
         locked = {link.src for link in wl.links if link.mode == "backprop"} | {
-            link.dst for link in wl.links if link.mode == "backprop"
-        }
+            link.dst for link in wl.links if link.mode == "backprop"}
         self.agents: list[_Agent] = []
         for i, a in enumerate(wl.agents):
             ag = _Agent(i, a.name)
@@ -224,11 +163,7 @@ class _Simulator:
 
             ag.unlocked = a.name in unlocked
             if ag.unlocked:  # A: step on the predicted input; R: SI regression + real forward
-                ag.t_bwd, ag.t_fwd, ag.t_upd = (
-                    secs(p.si + p.fwd + p.sg + p.bwd + p.update),
-                    secs(p.si_train + p.fwd),
-                    0.0,
-                )
+                ag.t_bwd, ag.t_fwd, ag.t_upd = secs(p.si + p.fwd + p.sg + p.bwd + p.update), secs(p.si_train + p.fwd), 0.0
             elif ag.locked:
                 ag.t_fwd, ag.t_bwd, ag.t_upd = secs(p.fwd), secs(p.sg + p.bwd), secs(p.update)
             else:
@@ -249,9 +184,7 @@ class _Simulator:
             lk.src, lk.dst = self.agents[wl.index[spec.src]], self.agents[wl.index[spec.dst]]
             lk.mode, lk.every = spec.mode, wl.every(spec)
             lk.name = f"{spec.src}->{spec.dst}"
-            lk.t_g = compute_seconds(fabric, spec.sg_train_flops, wl.agents[lk.src.i].rows) / len(
-                lk.src.cores
-            )
+            lk.t_g = compute_seconds(fabric, spec.sg_train_flops, wl.agents[lk.src.i].rows) / len(lk.src.cores)
             lk.fwd = self._subflows(lk.src.cores, lk.dst.cores, spec.bytes)
             lk.bwd = self._subflows(lk.dst.cores, lk.src.cores, spec.bytes)
             lk.dst.wait_in.append(lk)
@@ -343,19 +276,10 @@ class _Simulator:
                             use[res] += 1
                             senders[res].add(who)
         own = [all(use[res] == 1 for res in route) for route in self.shards]
-        sender_only = [
-            all(senders[res] == {sender_of[sid]} for res in route)
-            for sid, route in enumerate(self.shards)
-        ]
+        sender_only = [all(senders[res] == {sender_of[sid]} for res in route) for sid, route in enumerate(self.shards)]
         for ag in self.agents:
-            ag.fuse = (
-                ag.solo
-                and ag.learns
-                and not ag.locked
-                and not ag.unlocked
-                and bool(ag.out)
-                and all(sh[0] is not None and sender_only[sh[4]] for lk in ag.out for sh in lk.fwd)
-            )
+            ag.fuse = (ag.solo and ag.learns and not ag.locked and not ag.unlocked and bool(ag.out)
+                       and all(sh[0] is not None and sender_only[sh[4]] for lk in ag.out for sh in lk.fwd))
         return own, [min(cap[res] for res in route) for route in self.shards]
 
     # --------------------------------------------------------------------- run
@@ -507,17 +431,8 @@ class _Simulator:
                 if overlap > 0:
                     solo_work[ag.i] += overlap
             if trace_on and len(trace) < self.trace_limit:
-                trace.append(
-                    {
-                        "name": f"{ag.debt_kind} {ag.debt_k}",
-                        "cat": "compute",
-                        "ph": "X",
-                        "ts": t0 * 1e6,
-                        "dur": secs * 1e6,
-                        "pid": 0,
-                        "tid": ag.i,
-                    }
-                )
+                trace.append({"name": f"{ag.debt_kind} {ag.debt_k}", "cat": "compute", "ph": "X",
+                              "ts": t0 * 1e6, "dur": secs * 1e6, "pid": 0, "tid": ag.i})
 
         def idle_routes(ag: _Agent, k: int) -> bool:
             """No flow holds any resource of the agent's activation routes at this step."""
@@ -542,17 +457,8 @@ class _Simulator:
             mid = t0 + secs
             rec = (ag.name, kind, k, t0, mid, cause) if k >= traced_from else None
             if trace_on and len(trace) < self.trace_limit:
-                trace.append(
-                    {
-                        "name": f"{kind} {k}",
-                        "cat": "compute",
-                        "ph": "X",
-                        "ts": t0 * 1e6,
-                        "dur": secs * 1e6,
-                        "pid": 0,
-                        "tid": ag.i,
-                    }
-                )
+                trace.append({"name": f"{kind} {k}", "cat": "compute", "ph": "X", "ts": t0 * 1e6,
+                              "dur": secs * 1e6, "pid": 0, "tid": ag.i})
             for lk in ag.out:
                 if k % lk.every == 0:
                     messages += 1
@@ -562,23 +468,7 @@ class _Simulator:
                         own = shard_own[sid]
                         hold(fid, resources, sid)  # the routes are idle: nobody to reprice
                         t_x = mid + share / base
-                        flows.append(
-                            [
-                                share,
-                                base,
-                                mid,
-                                0,
-                                resources,
-                                sid,
-                                msg,
-                                latency,
-                                mid,
-                                share,
-                                t_x,
-                                base,
-                                own,
-                            ]
-                        )
+                        flows.append([share, base, mid, 0, resources, sid, msg, latency, mid, share, t_x, base, own])
                         seq += 1
                         push(heap, (t_x + latency, seq, _FLOW, fid, 0))
             ag.pc += 1  # the B that follows
@@ -660,17 +550,8 @@ class _Simulator:
             t0 = ag.began
             rec = (ag.name, kind, k, t0, now, cause) if k >= traced_from else None
             if trace_on and len(trace) < self.trace_limit:
-                trace.append(
-                    {
-                        "name": f"{kind} {k}",
-                        "cat": "compute",
-                        "ph": "X",
-                        "ts": t0 * 1e6,
-                        "dur": (now - t0) * 1e6,
-                        "pid": 0,
-                        "tid": ag.i,
-                    }
-                )
+                trace.append({"name": f"{kind} {k}", "cat": "compute", "ph": "X", "ts": t0 * 1e6,
+                              "dur": (now - t0) * 1e6, "pid": 0, "tid": ag.i})
             ag.busy = False
             last_kind = kind[-1]
             if last_kind == "F" or last_kind == "R":
@@ -700,17 +581,8 @@ class _Simulator:
             _, lk, k, kind, t_sent, cause = msg
             rec = (lk.name, kind, k, t_sent, now, cause) if k >= traced_from else None
             if trace_on and len(trace) < self.trace_limit:
-                trace.append(
-                    {
-                        "name": f"{kind[4:]} {k}",
-                        "cat": "message",
-                        "ph": "X",
-                        "ts": t_sent * 1e6,
-                        "dur": (now - t_sent) * 1e6,
-                        "pid": 1,
-                        "tid": lk.i,
-                    }
-                )
+                trace.append({"name": f"{kind[4:]} {k}", "cat": "message", "ph": "X", "ts": t_sent * 1e6,
+                              "dur": (now - t_sent) * 1e6, "pid": 1, "tid": lk.i})
             if kind == "msg-act":
                 dst = lk.dst
                 lk.arrived_act.add(k)
@@ -772,9 +644,7 @@ class _Simulator:
                     t_x = fl[10]
                     overlap = min(t_x, win[1]) - max(fl[8], win[0])
                     if overlap > 0:
-                        shard_bytes[fl[5]] += (
-                            fl[9] * overlap / (t_x - fl[8]) if t_x > fl[8] else fl[9]
-                        )
+                        shard_bytes[fl[5]] += fl[9] * overlap / (t_x - fl[8]) if t_x > fl[8] else fl[9]
                 affected = None
                 if fl[12]:
                     members = shard_flows[fl[5]]
@@ -799,8 +669,7 @@ class _Simulator:
         if stuck:
             raise SimulationError(
                 f"the simulation stopped with agents waiting: {', '.join(stuck[:8])} "
-                "(a cycle of links, or a link mode that leaves a forward without its input)"
-            )
+                "(a cycle of links, or a link mode that leaves a forward without its input)")
         for ag in self.agents:
             if ag.solo:
                 for core in ag.cores:
@@ -809,23 +678,12 @@ class _Simulator:
         for sid, moved in enumerate(shard_bytes):
             for res in self.shards[sid]:
                 res_bytes[res] += moved
-        return self._result(
-            now, t_done, last_rec, (first, last), core_work, res_bytes, messages, events
-        )
+        return self._result(now, t_done, last_rec, (first, last), core_work, res_bytes, messages, events)
 
     # ------------------------------------------------------------------ result
 
-    def _result(
-        self,
-        end: float,
-        t_done: list[float],
-        last_rec: list,
-        span: tuple[int, int],
-        core_work: list[float],
-        res_bytes: list[float],
-        messages: int,
-        events: int,
-    ) -> SimResult:
+    def _result(self, end: float, t_done: list[float], last_rec: list, span: tuple[int, int],
+                core_work: list[float], res_bytes: list[float], messages: int, events: int) -> SimResult:
         M = self.M
         first, last = span
         window_t = t_done[last] - (t_done[first] if first >= 0 else 0.0)
@@ -847,58 +705,30 @@ class _Simulator:
             if nbytes > 0 and window_t > 0:
                 name = fabric.describe_resource(r)
                 (ports if "niu" in name else links).append(
-                    {
-                        "resource": r,
-                        "name": name,
-                        "utilisation": nbytes / (fabric.capacity[r] * window_t),
-                        "bytes": nbytes,
-                    }
-                )
+                    {"resource": r, "name": name, "utilisation": nbytes / (fabric.capacity[r] * window_t), "bytes": nbytes})
         links.sort(key=lambda d: -d["utilisation"])
         ports.sort(key=lambda d: -d["utilisation"])
         trace = None
         if self.trace_on:
             trace = self._trace_meta() + self.trace
         return SimResult(
-            mode=self.mode,
-            schedule=self.schedule,
-            microbatches=M,
-            steps=self.steps,
-            samples_per_step=samples,
-            step_time_s=step_time,
-            samples_per_s=samples / step_time if step_time > 0 else math.inf,
-            makespan_s=end,
-            core_utilisation=mean_util,
+            mode=self.mode, schedule=self.schedule, microbatches=M, steps=self.steps, samples_per_step=samples,
+            step_time_s=step_time, samples_per_s=samples / step_time if step_time > 0 else math.inf,
+            makespan_s=end, core_utilisation=mean_util,
             link_utilisation_max=links[0]["utilisation"] if links else 0.0,
-            cores=cores,
-            links=links,
-            ports=ports[:16],
+            cores=cores, links=links, ports=ports[:16],
             critical_path=_critical_path(last_rec[last], last * M),
-            messages=messages,
-            events=events,
-            trace=trace,
-        )
+            messages=messages, events=events, trace=trace)
 
     def _trace_meta(self) -> list[dict]:
-        meta = [
-            {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "agents (compute)"}},
-            {"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "links (messages)"}},
-        ]
+        meta = [{"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "agents (compute)"}},
+                {"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "links (messages)"}}]
         for ag in self.agents:
             chip, x, y = self.fabric.coords(ag.cores[0])
-            meta.append(
-                {
-                    "name": "thread_name",
-                    "ph": "M",
-                    "pid": 0,
-                    "tid": ag.i,
-                    "args": {"name": f"{ag.name} @chip{chip}({x},{y})"},
-                }
-            )
+            meta.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": ag.i,
+                         "args": {"name": f"{ag.name} @chip{chip}({x},{y})"}})
         for lk in self.links:
-            meta.append(
-                {"name": "thread_name", "ph": "M", "pid": 1, "tid": lk.i, "args": {"name": lk.name}}
-            )
+            meta.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": lk.i, "args": {"name": lk.name}})
         return meta
 
 
@@ -917,9 +747,5 @@ def _critical_path(rec, first_step: int) -> dict:
             compute += t1 - t0
         rec = cause
     segments.reverse()
-    return {
-        "compute_s": compute,
-        "communication_s": comm,
-        "segments": segments[-64:],
-        "length": len(segments),
-    }
+    return {"compute_s": compute, "communication_s": comm, "segments": segments[-64:],
+            "length": len(segments)}
