@@ -74,6 +74,8 @@ class MLP(Agent):
 class ActorCriticModule(nn.Module):
     """The two output layers: actor features -> action logits, critic features -> value."""
 
+    mode_free = True  # no train/eval difference: acting steps skip the mode switch (stepper.py)
+
     def __init__(self, actor_width: int, critic_width: int, actions: int) -> None:
         super().__init__()
         self.actor = layer_init(nn.Linear(actor_width, actions), gain=0.01)

@@ -38,6 +38,9 @@ from .nonfinite import NonFiniteGuard
 from .synthetic_input import UnlockedSchedule
 from .torchwire import to_array, to_tensor
 
+# Layers whose forward does not depend on train/eval mode.
+MODE_FREE = (nn.Sequential, nn.Linear, nn.Tanh, nn.ReLU, nn.Identity, nn.Flatten)
+
 
 @dataclass
 class _Parked:
@@ -71,13 +74,11 @@ class ModuleStepper(AgentCore):
         module, out_shapes = agent.build(dict(plan.in_shapes))
         agent.module = module
         module.train()
-        # Evaluation and acting switch the module to eval mode only if that changes anything
-        # (batch norm, dropout): the switch walks every submodule, dearer than a small forward.
-        self._modal = any(
-            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm))
-            or type(m).train is not nn.Module.train
-            for m in module.modules()
-        )
+        # Evaluation and acting switch the module to eval mode unless every part of it is
+        # known not to read its mode: the switch walks every submodule, dearer than a small
+        # forward (RL's acting steps).  Any other module may branch on `self.training` (the
+        # rnn kind does), so it is switched; a kind's own module opts out with `mode_free`.
+        self._modal = not all(isinstance(m, MODE_FREE) or getattr(m, "mode_free", False) for m in module.modules())
         lr = agent.params.get("lr")
         self.optimizer = make_optimizer(module.parameters(), self.run, lr)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
